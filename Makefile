@@ -1,0 +1,42 @@
+# The two commands: `make run` and `make test`. Both set themselves up first.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test check lint types unit e2e setup browser lock clean
+
+setup:
+	@scripts/setup.sh
+
+## make run: argus in its embedded default (local Ray head, Serve on :8000, UI/API on :8080)
+run: setup
+	@$(BIN)/argus models prepare-demo
+	@$(BIN)/argus up
+
+## make test: ruff, mypy, then every test tier with coverage (fails under 90%)
+test: setup browser lint types
+	@$(BIN)/pytest --cov --cov-report=term -p no:cacheprovider
+
+## make check: the fast loop: lint, types, unit and integration tests
+check: setup lint types
+	@$(BIN)/pytest -m "not e2e" -q -p no:cacheprovider
+
+lint:
+	@$(BIN)/ruff check src tests
+	@$(BIN)/ruff format --check src tests
+
+types:
+	@$(BIN)/mypy
+
+e2e: setup browser
+	@$(BIN)/pytest -m e2e -p no:cacheprovider
+
+browser:
+	@scripts/setup-browser.sh
+
+## make lock: re-resolve requirements/cpu-dev.in into the lock
+lock:
+	@scripts/lock.sh
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .coverage htmlcov

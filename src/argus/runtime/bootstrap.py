@@ -1,0 +1,83 @@
+"""Build what the API needs from the settings: database (migrated), admin, storage folders."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from argus.api.deps import AppContext, NoStatus, RayProbe, StatusView
+from argus.auth.tokens import ADMIN_USER_ID, generate_admin_token, hash_token
+from argus.config import Settings
+from argus.serving.control import ServingContext
+from argus.serving.spec import SpecLimits
+from argus.store.db import Database
+from argus.store.users import ensure_admin_user
+
+
+@dataclass(frozen=True)
+class AdminToken:
+    token: str
+    source: str  # "ARGUS_ADMIN_TOKEN" or the file it was read from / written to
+
+
+def ensure_admin_token(settings: Settings) -> AdminToken:
+    """The admin token: from the environment, else the data dir's file, else a new one."""
+    if settings.admin_token:
+        return AdminToken(settings.admin_token, "ARGUS_ADMIN_TOKEN")
+    path = settings.admin_token_file
+    if path.is_file():
+        token = path.read_text(encoding="utf-8").strip()
+        if token:
+            return AdminToken(token, str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = generate_admin_token()
+    # 0600 from the first byte: readable by its owner only.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(token + "\n")
+    os.chmod(path, 0o600)
+    return AdminToken(token, str(path))
+
+
+def ensure_storage(settings: Settings) -> Path:
+    root = settings.storage_root
+    for sub in ("hf", "datasets", "users"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def open_database(settings: Settings) -> Database:
+    db = Database(settings.database_url, settings.database.busy_timeout_ms)
+    db.migrate()
+    with db.write() as s:
+        ensure_admin_user(s, ADMIN_USER_ID, datetime.now(UTC))
+    return db
+
+
+def build_context(
+    settings: Settings,
+    ray: RayProbe,
+    status: StatusView | None = None,
+    db: Database | None = None,
+) -> AppContext:
+    settings.data_path.mkdir(parents=True, exist_ok=True)
+    storage_root = ensure_storage(settings)
+    admin = ensure_admin_token(settings)
+    database = db if db is not None else open_database(settings)
+    serving = ServingContext(
+        db=database,
+        storage_root=storage_root,
+        limits=SpecLimits(
+            engine=settings.serving.engine, max_replicas=settings.serving.max_replicas
+        ),
+    )
+    return AppContext(
+        settings=settings,
+        db=database,
+        serving=serving,
+        ray=ray,
+        status=status or NoStatus(),
+        admin_token_hash=hash_token(admin.token),
+    )

@@ -1,0 +1,1 @@
+"""Model serving: the spec users write, its rules, its states, and (later) its deployment."""

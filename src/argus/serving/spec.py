@@ -1,0 +1,265 @@
+"""The ServingSpec: what a user may ask for, parsed from YAML and checked field by field.
+
+Parsing is strict: a safe YAML loader that also refuses duplicate keys, unknown
+fields refused by name, integers that are integers. The engine options a tenant
+may set form an allowlist; the options that name a path or run code are refused
+with the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from argus.config import EngineMode
+from argus.ids import InvalidId, validate_model_id_suffix
+
+ALLOWED_GPUS_PER_REPLICA = (1, 2, 4, 8)
+
+
+class SpecSyntaxError(ValueError):
+    """The body is not a YAML mapping (HTTP 400)."""
+
+
+@dataclass(frozen=True)
+class FieldError:
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
+
+
+class SpecInvalid(ValueError):
+    """One or more fields break a rule (HTTP 422)."""
+
+    def __init__(self, errors: Iterable[FieldError]) -> None:
+        self.errors = list(errors)
+        super().__init__("; ".join(str(e) for e in self.errors))
+
+
+QuantizationMethod = Literal[
+    "awq", "awq_marlin", "gptq", "gptq_marlin", "fp8", "compressed-tensors", "bitsandbytes"
+]
+
+
+class EngineKwargs(BaseModel):
+    """vLLM engine options a tenant may set. Everything else is refused by name."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    max_model_len: int | None = Field(None, ge=16, le=1_048_576, description="Context length.")
+    gpu_memory_utilization: float | None = Field(
+        None, gt=0, le=0.98, description="Fraction of each GPU's memory vLLM may take."
+    )
+    max_num_seqs: int | None = Field(None, ge=1, le=4096, description="Sequences per batch.")
+    max_num_batched_tokens: int | None = Field(
+        None, ge=16, le=1_048_576, description="Tokens per scheduler step."
+    )
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] | None = Field(
+        None, description="Weight and activation dtype."
+    )
+    quantization: QuantizationMethod | None = Field(
+        None, description="Quantization method of the checkpoint."
+    )
+    kv_cache_dtype: Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2"] | None = None
+    enable_prefix_caching: bool | None = None
+    enable_chunked_prefill: bool | None = None
+    enforce_eager: bool | None = Field(None, description="Skip CUDA graph capture.")
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    block_size: Literal[8, 16, 32, 64, 128] | None = None
+    max_logprobs: int | None = Field(None, ge=0, le=100)
+
+
+ALLOWED_ENGINE_KWARGS: tuple[str, ...] = tuple(EngineKwargs.model_fields)
+
+# Refused with a reason: each names a path, runs code, or is argus's to set.
+DENIED_ENGINE_KWARGS: dict[str, str] = {
+    "trust_remote_code": "it runs Python code shipped with the model",
+    "tokenizer": "it names a path or hub id; the tokenizer is read from model_source",
+    "tokenizer_mode": "argus uses the tokenizer that model_source ships",
+    "download_dir": "it names a path; weights load from model_source only",
+    "chat_template": "it names a file or runs a template outside the model folder",
+    "hf_overrides": "it rewrites the model's config, which can load remote code",
+    "speculative_config": "it names another model by path or hub id",
+    "speculative_model": "it names another model by path or hub id",
+    "enable_lora": "LoRA adapters are paths; they are not supported yet",
+    "lora_modules": "LoRA adapters are paths; they are not supported yet",
+    "max_loras": "LoRA adapters are not supported yet",
+    "model": "argus sets it from model_source",
+    "served_model_name": "argus sets it to the public model id",
+    "revision": "weights load from the local model_source only",
+    "code_revision": "weights load from the local model_source only",
+    "tokenizer_revision": "weights load from the local model_source only",
+    "load_format": "argus loads safetensors only",
+    "tensor_parallel_size": "argus sets it from gpus_per_replica",
+    "pipeline_parallel_size": "argus sets parallelism from gpus_per_replica",
+    "distributed_executor_backend": "argus runs every engine on Ray",
+    "device": "argus picks the device from the cluster's engine mode",
+    "worker_cls": "it loads arbitrary Python code",
+    "worker_extension_cls": "it loads arbitrary Python code",
+    "logits_processors": "it loads arbitrary Python code",
+    "allowed_local_media_path": "it opens the node's file system to requests",
+}
+
+
+class ServingSpec(BaseModel):
+    """A model to serve, as the user wrote it (model_source not yet resolved)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    model_id: str = Field(description="Suffix of the public id <user>-<YYYYMMDDHHMM>-<model_id>.")
+    model_source: str = Field(description="Folder with config.json and safetensors weights.")
+    num_replicas: int = Field(1, ge=1, description="Engine replicas.")
+    gpus_per_replica: int = Field(1, description="GPUs per replica (tensor parallel size).")
+    engine_kwargs: EngineKwargs = Field(default_factory=EngineKwargs)
+
+    @field_validator("model_id")
+    @classmethod
+    def _suffix_rule(cls, v: str) -> str:
+        try:
+            return validate_model_id_suffix(v)
+        except InvalidId as e:
+            raise ValueError(str(e)) from None
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a mapping with the same key twice."""
+
+
+def _no_duplicate_keys(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=True)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicate_keys)
+
+
+def load_yaml_mapping(text: str) -> dict[str, Any]:
+    """Parse a YAML document that must be a mapping; SpecSyntaxError otherwise."""
+    if "\x00" in text:
+        raise SpecSyntaxError("the body contains a NUL byte")
+    if not text.strip():
+        raise SpecSyntaxError("the body is empty; send a YAML mapping such as 'model_id: smol'")
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        raise SpecSyntaxError(f"the body is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        kind = "empty" if data is None else type(data).__name__
+        raise SpecSyntaxError(f"the top level must be a mapping of fields, not {kind}")
+    bad_keys = [k for k in data if not isinstance(k, str)]
+    if bad_keys:
+        raise SpecSyntaxError(f"field names must be strings, got {bad_keys[0]!r}")
+    return data
+
+
+@dataclass(frozen=True)
+class SpecLimits:
+    engine: EngineMode
+    max_replicas: int
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+def _engine_kwargs_errors(raw: Any) -> list[FieldError]:
+    if not isinstance(raw, dict):
+        return []  # pydantic reports the type
+    errors = []
+    for key in raw:
+        if key in DENIED_ENGINE_KWARGS:
+            errors.append(
+                FieldError(
+                    f"engine_kwargs.{key}",
+                    f"not allowed: {DENIED_ENGINE_KWARGS[key]}",
+                )
+            )
+        elif key not in ALLOWED_ENGINE_KWARGS:
+            errors.append(
+                FieldError(
+                    f"engine_kwargs.{key}",
+                    "unknown engine option; allowed: " + ", ".join(ALLOWED_ENGINE_KWARGS),
+                )
+            )
+    return errors
+
+
+def validate_spec(data: dict[str, Any], limits: SpecLimits) -> ServingSpec:
+    """Check every field; SpecInvalid lists each broken rule with its field."""
+    errors = _engine_kwargs_errors(data.get("engine_kwargs"))
+    if errors:
+        raise SpecInvalid(errors)
+    try:
+        spec = ServingSpec.model_validate(data)
+    except ValidationError as e:
+        raise SpecInvalid(_pydantic_errors(e)) from None
+    errors = []
+    if spec.num_replicas > limits.max_replicas:
+        errors.append(
+            FieldError(
+                "num_replicas",
+                f"{spec.num_replicas} is more than this cluster allows ({limits.max_replicas})",
+            )
+        )
+    if limits.engine is EngineMode.CPU:
+        if spec.gpus_per_replica != 1:
+            errors.append(
+                FieldError(
+                    "gpus_per_replica",
+                    "this cluster has no GPUs (it runs the CPU engine): use 1, which means "
+                    "one CPU engine per replica",
+                )
+            )
+        if spec.engine_kwargs.dtype not in (None, "auto", "float32"):
+            errors.append(
+                FieldError(
+                    "engine_kwargs.dtype",
+                    "the CPU engine runs in float32 (bfloat16 gives wrong answers there); "
+                    "remove dtype or set float32",
+                )
+            )
+    elif spec.gpus_per_replica not in ALLOWED_GPUS_PER_REPLICA:
+        errors.append(
+            FieldError(
+                "gpus_per_replica",
+                f"must be one of {', '.join(map(str, ALLOWED_GPUS_PER_REPLICA))} "
+                "(it becomes the tensor parallel size)",
+            )
+        )
+    if errors:
+        raise SpecInvalid(errors)
+    return spec
+
+
+def _pydantic_errors(e: ValidationError) -> list[FieldError]:
+    out = []
+    for err in e.errors():
+        field = _loc(err["loc"]) or "(top level)"
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            msg = "unknown field; allowed: " + ", ".join(ServingSpec.model_fields)
+        elif kind == "missing":
+            msg = "is required"
+        elif kind in ("int_type", "int_parsing"):
+            msg = f"must be a whole number, got {err['input']!r}"
+        elif kind == "string_type":
+            msg = f"must be a string, got {err['input']!r}"
+        elif kind == "bool_type":
+            msg = f"must be true or false, got {err['input']!r}"
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+        out.append(FieldError(field, msg))
+    return out

@@ -1,0 +1,1 @@
+"""Persistent state: the database, its schema and migrations, and the store functions."""

@@ -1,0 +1,78 @@
+"""Users and their tokens."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from argus.auth.tokens import IssuedToken, issue_token, parse_token_id, token_matches
+from argus.store.schema import Token, User
+
+
+def get_user(session: Session, user_id: str) -> User | None:
+    return session.get(User, user_id)
+
+
+def list_users(session: Session) -> list[User]:
+    return list(session.scalars(select(User).order_by(User.user_id)))
+
+
+def create_user(session: Session, user_id: str, now: datetime, is_admin: bool = False) -> User:
+    user = User(user_id=user_id, is_admin=is_admin, disabled=False, created_at=now)
+    session.add(user)
+    session.flush()
+    return user
+
+
+def ensure_admin_user(session: Session, user_id: str, now: datetime) -> User:
+    user = session.get(User, user_id)
+    if user is None:
+        return create_user(session, user_id, now, is_admin=True)
+    if not user.is_admin:
+        user.is_admin = True
+    return user
+
+
+def issue_user_token(session: Session, user_id: str, now: datetime) -> IssuedToken:
+    issued = issue_token()
+    session.add(
+        Token(
+            token_id=issued.token_id,
+            user_id=user_id,
+            token_hash=issued.token_hash,
+            created_at=now,
+        )
+    )
+    session.flush()
+    return issued
+
+
+def get_token(session: Session, token_id: str) -> Token | None:
+    return session.get(Token, token_id)
+
+
+def list_tokens(session: Session, user_id: str) -> list[Token]:
+    return list(
+        session.scalars(select(Token).where(Token.user_id == user_id).order_by(Token.created_at))
+    )
+
+
+def count_active_tokens(session: Session, user_id: str) -> int:
+    q = select(func.count()).where(Token.user_id == user_id, Token.revoked_at.is_(None))
+    return int(session.scalar(q) or 0)
+
+
+def authenticate_token(session: Session, token: str) -> User | None:
+    """The enabled user a live token belongs to, or None."""
+    token_id = parse_token_id(token)
+    if token_id is None:
+        return None
+    row = session.get(Token, token_id)
+    if row is None or row.revoked_at is not None or not token_matches(token, row.token_hash):
+        return None
+    user = session.get(User, row.user_id)
+    if user is None or user.disabled:
+        return None
+    return user

@@ -1,0 +1,97 @@
+"""The app in-process on a real SQLite file, with a Ray probe that tests can break."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from argus.api.app import create_app
+from argus.api.deps import AppContext
+from argus.config import Settings
+from argus.runtime.bootstrap import build_context
+from tests.conftest import ADMIN_TOKEN, make_model_folder, make_settings
+
+
+class FakeRayProbe:
+    def __init__(self) -> None:
+        self.error: str | None = None
+
+    def ping(self) -> None:
+        if self.error:
+            raise RuntimeError(self.error)
+
+
+class StepClock:
+    """A clock tests move by hand; every call returns the current time."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **kw: float) -> None:
+        self.now += timedelta(**kw)
+
+
+@dataclass
+class Api:
+    client: TestClient
+    ctx: AppContext
+    ray: FakeRayProbe
+    clock: StepClock
+    settings: Settings
+
+    def headers(self, token: str = ADMIN_TOKEN) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"}
+
+    def new_user(self, user_id: str) -> str:
+        """Create a user and return a fresh token for them."""
+        r = self.client.post("/api/v2/users", json={"user_id": user_id}, headers=self.headers())
+        assert r.status_code == 201, r.text
+        r = self.client.post(f"/api/v2/users/{user_id}/tokens", headers=self.headers())
+        assert r.status_code == 201, r.text
+        token: str = r.json()["token"]
+        return token
+
+    def post_spec(self, token: str, body: str, content_type: str = "application/yaml"):  # type: ignore[no-untyped-def]
+        return self.client.post(
+            "/api/v2/serve/models",
+            content=body.encode(),
+            headers={**self.headers(token), "Content-Type": content_type},
+        )
+
+    @property
+    def storage_root(self) -> Path:
+        return self.settings.storage_root
+
+
+@pytest.fixture
+def api_factory(tmp_path: Path) -> Iterator[Callable[..., Api]]:
+    made: list[Api] = []
+
+    def make(**env: str) -> Api:
+        settings = make_settings(tmp_path / f"data{len(made)}", **env)
+        ray = FakeRayProbe()
+        ctx = build_context(settings, ray=ray)
+        clock = StepClock(datetime(2026, 11, 28, 12, 0, tzinfo=UTC))
+        ctx.clock = clock
+        make_model_folder(settings.storage_root / "hf" / "tiny")
+        api = Api(TestClient(create_app(ctx)), ctx, ray, clock, settings)
+        made.append(api)
+        return api
+
+    yield make
+    for api in made:
+        api.client.close()
+        api.ctx.db.dispose()
+
+
+@pytest.fixture
+def api(api_factory: Callable[..., Api]) -> Api:
+    return api_factory()

@@ -1,0 +1,121 @@
+"""The CLI: admin commands offline (on the database) and online (against a real server)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+from typer.testing import CliRunner
+
+from argus.api.app import create_app
+from argus.cli.main import app
+from argus.runtime.bootstrap import build_context
+from tests.conftest import ADMIN_TOKEN, make_settings
+from tests.integration.conftest import FakeRayProbe
+
+pytestmark = pytest.mark.integration
+runner = CliRunner()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {
+        "ARGUS_DATA_DIR": str(tmp_path / "data"),
+        "ARGUS_ADMIN_TOKEN": ADMIN_TOKEN,
+        "ARGUS_CONFIG": "",
+        "ARGUS_PORT": str(_free_port()),
+    }
+
+
+@pytest.fixture
+def server(env: dict[str, str]) -> Iterator[None]:
+    settings = make_settings(Path(env["ARGUS_DATA_DIR"]), ARGUS_PORT=env["ARGUS_PORT"])
+    ctx = build_context(settings, ray=FakeRayProbe())
+    srv = uvicorn.Server(
+        uvicorn.Config(
+            create_app(ctx), host="127.0.0.1", port=settings.server.port, log_level="warning"
+        )
+    )
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not srv.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert srv.started
+    yield
+    srv.should_exit = True
+    thread.join(10)
+    ctx.db.dispose()
+
+
+def run(env: dict[str, str], *args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args), env=env)
+    return result.exit_code, result.output
+
+
+@pytest.mark.parametrize("mode", ["offline", "online"])
+def test_user_and_token_lifecycle(
+    request: pytest.FixtureRequest, env: dict[str, str], mode: str
+) -> None:
+    extra = ["--offline"] if mode == "offline" else []
+    if mode == "online":
+        request.getfixturevalue("server")
+    code, out = run(env, "admin", "user", "create", "alice", *extra)
+    assert code == 0, out
+    assert json.loads(out)["user_id"] == "alice"
+    code, out = run(env, "admin", "user", "create", "alice", *extra)
+    assert code == 1 and "already exists" in out
+    code, out = run(env, "admin", "token", "issue", "alice", *extra)
+    assert code == 0, out
+    issued = json.loads(out)
+    assert issued["token"].startswith("argus_")
+    code, out = run(env, "admin", "user", "list", *extra)
+    users = {u["user_id"]: u for u in json.loads(out)}
+    assert users["alice"]["active_tokens"] == 1
+    code, out = run(env, "admin", "token", "revoke", issued["token_id"], *extra)
+    assert code == 0 and json.loads(out)["revoked_at"]
+    code, out = run(env, "admin", "user", "disable", "alice", *extra)
+    assert code == 0 and json.loads(out)["disabled"] is True
+    code, out = run(env, "admin", "user", "disable", "alice", "--enable", *extra)
+    assert json.loads(out)["disabled"] is False
+    code, out = run(env, "admin", "user", "create", "Bad", *extra)
+    assert code == 1 and "lowercase letter first" in out
+
+
+def test_online_without_a_server_says_how_to_fix(env: dict[str, str]) -> None:
+    code, out = run(env, "admin", "user", "list")
+    assert code == 1
+    assert "cannot reach argus" in out and "--offline" in out
+
+
+def test_bad_config_stops_with_the_key(env: dict[str, str]) -> None:
+    code, out = run({**env, "ARGUS_PORT": "http"}, "admin", "user", "list", "--offline")
+    assert code == 2
+    assert "server.port (from ARGUS_PORT)" in out
+    assert "Traceback" not in out
+
+
+def test_help_is_there_for_a_newcomer() -> None:
+    code, out = run({}, "--help")
+    assert code == 0
+    for word in ("up", "down", "models", "admin"):
+        assert word in out
+    code, out = run({}, "admin", "token", "--help")
+    assert "issue" in out and "revoke" in out
+
+
+def test_down_when_nothing_runs(env: dict[str, str]) -> None:
+    code, out = run(env, "down")
+    assert code == 0 and "not running" in out

@@ -1,0 +1,42 @@
+"""Every /api/v2 route refuses a request without a token: a new route cannot be left open."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from fastapi.routing import APIRoute
+
+from tests.integration.conftest import Api
+
+pytestmark = pytest.mark.integration
+OPEN = {"/healthz", "/readyz"}
+
+
+def _routes(api: Api) -> list[tuple[str, str]]:
+    out = []
+    for route in api.client.app.routes:  # type: ignore[attr-defined]
+        if isinstance(route, APIRoute) and route.path.startswith("/api/"):
+            for method in sorted(route.methods):
+                out.append((method, re.sub(r"\{[^}]+\}", "x", route.path)))
+    return out
+
+
+def test_there_are_routes_to_check(api: Api) -> None:
+    assert len(_routes(api)) >= 12
+
+
+def test_every_api_route_needs_a_token(api: Api) -> None:
+    for method, path in _routes(api):
+        r = api.client.request(method, path, content=b"model_id: x\n")
+        assert r.status_code == 401, (method, path, r.status_code)
+        assert r.json()["error"]["code"] == "unauthorized"
+
+
+def test_only_health_routes_are_outside_the_api(api: Api) -> None:
+    others = {
+        r.path
+        for r in api.client.app.routes  # type: ignore[attr-defined]
+        if isinstance(r, APIRoute) and not r.path.startswith("/api/")
+    }
+    assert others == OPEN
