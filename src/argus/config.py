@@ -27,6 +27,7 @@ ENV_OVERRIDES: dict[str, str] = {
     "ARGUS_RAY_ADDRESS": "ray.address",
     "ARGUS_RAY_NUM_CPUS": "ray.num_cpus",
     "ARGUS_ENGINE": "serving.engine",
+    "ARGUS_ACCELERATOR_TYPE": "serving.llm.accelerator_type",
     "ARGUS_SERVE_HOST": "serving.serve.http_host",
     "ARGUS_SERVE_PORT": "serving.serve.http_port",
     "ARGUS_RECONCILE_INTERVAL_S": "serving.reconcile_interval_s",

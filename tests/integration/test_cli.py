@@ -119,3 +119,33 @@ def test_help_is_there_for_a_newcomer() -> None:
 def test_down_when_nothing_runs(env: dict[str, str]) -> None:
     code, out = run(env, "down")
     assert code == 0 and "not running" in out
+
+
+def test_serve_commands_as_a_user(env: dict[str, str], server: None, tmp_path: Path) -> None:
+    code, out = run(env, "admin", "user", "create", "alice")
+    code, out = run(env, "admin", "token", "issue", "alice")
+    user_env = {**env, "ARGUS_TOKEN": json.loads(out)["token"]}
+    from tests.conftest import make_model_folder, spec_yaml
+
+    storage = Path(env["ARGUS_DATA_DIR"]) / "storage"
+    make_model_folder(storage / "users" / "alice" / "m")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(spec_yaml(source="$HOME/m"))
+    code, out = run(user_env, "serve", "apply", "-f", str(spec))
+    assert code == 0, out
+    posted = json.loads(out)
+    assert posted["state"] == "QUEUED" and posted["model_id"].startswith("alice-")
+    code, out = run(user_env, "serve", "ls")
+    assert code == 0 and posted["model_key"] in out and "QUEUED" in out and "0/1" in out
+    assert "OpenAI base URL: http://127.0.0.1:8000/v1" in out
+    code, out = run(user_env, "serve", "scale", posted["model_key"], "3")
+    assert code == 0 and json.loads(out)["target_replicas"] == 3
+    code, out = run(user_env, "serve", "get", posted["model_key"])
+    assert [e["event_type"] for e in json.loads(out)["events"]] == ["CREATED", "SCALED"]
+    code, out = run(user_env, "serve", "delete", posted["model_key"])
+    assert code == 0 and json.loads(out)["state"] == "DELETING"
+    spec.write_text("model_id: x\nmodel_source: /etc\n")
+    code, out = run(user_env, "serve", "apply", "-f", str(spec))
+    assert code == 1 and "outside your model folders" in out
+    code, out = run(user_env, "serve", "get", "nope")
+    assert code == 1 and "no model with key" in out

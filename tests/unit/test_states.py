@@ -16,7 +16,9 @@ S, T = ServeState, Trigger
         (S.QUEUED, T.APPLIED, S.DEPLOYING),
         (S.DEPLOYING, T.READY, S.RUNNING),
         (S.RUNNING, T.SCALED, S.RUNNING),
-        (S.RUNNING, T.APPLIED, S.RUNNING),
+        (S.RUNNING, T.APPLIED, S.DEPLOYING),
+        (S.RUNNING, T.SCALE_APPLIED, S.RUNNING),
+        (S.DEPLOYING, T.SCALE_APPLIED, S.DEPLOYING),
         (S.RUNNING, T.DEGRADED, S.RUNNING),
         (S.RUNNING, T.SPEC_UPDATED, S.RUNNING),
         (S.FAILED, T.SPEC_UPDATED, S.QUEUED),
@@ -43,6 +45,7 @@ def test_transitions(state: ServeState | None, trigger: Trigger, to: ServeState)
         (S.DELETING, T.READY),
         (S.QUEUED, T.REMOVED),
         (S.FAILED, T.READY),
+        (S.QUEUED, T.SCALE_APPLIED),
     ],
 )
 def test_refused_transitions(state: ServeState | None, trigger: Trigger) -> None:

@@ -27,7 +27,12 @@ admin_app = typer.Typer(
 )
 user_app = typer.Typer(help="Create, list, disable users.", no_args_is_help=True)
 token_app = typer.Typer(help="Issue and revoke tokens.", no_args_is_help=True)
+serve_app = typer.Typer(
+    help="Serve models: apply a spec, list, show, scale, delete (your token in ARGUS_TOKEN).",
+    no_args_is_help=True,
+)
 app.add_typer(models_app, name="models")
+app.add_typer(serve_app, name="serve")
 app.add_typer(admin_app, name="admin")
 admin_app.add_typer(user_app, name="user")
 admin_app.add_typer(token_app, name="token")
@@ -191,6 +196,85 @@ def token_revoke(token_id: str, offline: Offline = False) -> None:
             lambda db: accounts.revoke_token(db, token_id, _now()),
         )
     )
+
+
+def _user_call(fn: Callable[[ApiClient], T]) -> T:
+    """Call the API as the user whose token is in ARGUS_TOKEN (else as the admin)."""
+    import os
+
+    from argus.runtime.bootstrap import ensure_admin_token
+
+    settings = _settings()
+    token = os.environ.get("ARGUS_TOKEN") or ensure_admin_token(settings).token
+    client = ApiClient(local_api_url(settings), token)
+    try:
+        return fn(client)
+    except ApiError as e:
+        _fail(e.message)
+        raise AssertionError("unreachable") from None
+    finally:
+        client.close()
+
+
+@serve_app.command("apply")
+def serve_apply(
+    file: Annotated[
+        typer.FileText, typer.Option("-f", "--file", help="The spec (YAML); - for stdin.")
+    ],
+) -> None:
+    """Serve a model from a spec file, or update the live model with its model_id."""
+    text = file.read()
+    _print(
+        _user_call(
+            lambda c: c.request(
+                "POST",
+                "/api/v2/serve/models",
+                content=text.encode(),
+                headers={"Content-Type": "application/yaml"},
+            )
+        )
+    )
+
+
+@serve_app.command("ls")
+def serve_ls(
+    all_: Annotated[bool, typer.Option("--all", help="Include DELETED models.")] = False,
+) -> None:
+    """List your models: state, replicas, public id."""
+    body = _user_call(
+        lambda c: c.request(
+            "GET", "/api/v2/serve/models", params={"include_deleted": all_, "limit": 500}
+        )
+    )
+    typer.echo(f"{'MODEL KEY':<26} {'STATE':<10} {'READY':>5}  MODEL ID")
+    for m in body["items"]:
+        ready = f"{m['ready_replicas']}/{m['target_replicas']}"
+        typer.echo(f"{m['model_key']:<26} {m['state']:<10} {ready:>5}  {m['model_id']}")
+    typer.echo(f"OpenAI base URL: {body['openai_base_url']}")
+
+
+@serve_app.command("get")
+def serve_get(model_key: str) -> None:
+    """Show a model: state, resolved spec, events, Serve status."""
+    _print(_user_call(lambda c: c.request("GET", f"/api/v2/serve/models/{model_key}")))
+
+
+@serve_app.command("scale")
+def serve_scale(model_key: str, replicas: int) -> None:
+    """Set a model's replica count (in place: it keeps serving)."""
+    _print(
+        _user_call(
+            lambda c: c.request(
+                "PATCH", f"/api/v2/serve/models/{model_key}", json={"num_replicas": replicas}
+            )
+        )
+    )
+
+
+@serve_app.command("delete")
+def serve_delete(model_key: str) -> None:
+    """Delete a model (DELETING, then DELETED once Serve has dropped it)."""
+    _print(_user_call(lambda c: c.request("DELETE", f"/api/v2/serve/models/{model_key}")))
 
 
 def main() -> None:

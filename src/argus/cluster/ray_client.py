@@ -1,11 +1,42 @@
-"""The real ServeClient: the only module that imports Ray."""
+"""The real ServeClient: the only module that imports Ray.
+
+`apply` builds one Ray Serve LLM app with `build_openai_app` and deploys it with
+`serve._run(..., _blocking=False)`, which returns in well under a second; the
+reconciler observes the outcome on later ticks.
+
+Stable versions. `serve.run` gives every deployment a random code version unless
+the deployment carries one (`Deployment._version`, which `serve.run` reads before
+it falls back to a random string), so every apply would restart every replica of
+every model. argus pins each LLMServer's version to a hash of its LLMConfig without
+the replica count, and the ingress's to the set of model ids: adding, scaling or
+removing one model then leaves the others' replicas alone, and a scale changes
+only the replica count, in place. `_version` is private: Ray is pinned, and
+`tests/e2e` fails the day an upgrade changes it.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
+from argus.cluster.serve_client import (
+    DeploymentStatus,
+    ModelDeployment,
+    NodeResources,
+    ServeObservation,
+)
+from argus.serving.llm_config import ingress_version, llm_server_version
+
 log = logging.getLogger(__name__)
+
+
+class ApplyError(RuntimeError):
+    """The app could not be built; `model_id` names the model at fault when known."""
+
+    def __init__(self, message: str, model_id: str | None = None) -> None:
+        super().__init__(message)
+        self.model_id = model_id
 
 
 class RayServeClient:
@@ -23,6 +54,7 @@ class RayServeClient:
         self.proxy_location = proxy_location
         self.namespace = namespace
 
+    # -- connection -----------------------------------------------------------
     def connect(self) -> None:
         import ray
 
@@ -57,7 +89,88 @@ class RayServeClient:
         if ray.is_initialized():
             ray.shutdown()
 
+    # -- the app ------------------------------------------------------------------
+    def apply(self, app_name: str, models: Sequence[ModelDeployment]) -> None:
+        from ray import serve
+        from ray.serve.llm import LLMConfig, build_openai_app
+
+        configs = []
+        for m in models:
+            try:
+                configs.append(LLMConfig.model_validate(m.llm_config))
+            except Exception as e:
+                raise ApplyError(f"invalid LLMConfig: {e}", m.model_id) from e
+        app = build_openai_app({"llm_configs": configs})
+        pin_versions(app, {m.model_id: llm_server_version(m.llm_config) for m in models})
+        serve._run(app, name=app_name, route_prefix="/", _blocking=False)
+
+    def delete_app(self, app_name: str) -> None:
+        from ray import serve
+
+        serve.delete(app_name, _blocking=False)
+
+    def observe(self, app_name: str) -> ServeObservation:
+        from ray import serve
+
+        status = serve.status()
+        proxies = {node: str(getattr(p, "value", p)) for node, p in status.proxies.items()}
+        nodes = _nodes()
+        app = status.applications.get(app_name)
+        if app is None:
+            return ServeObservation(None, nodes=nodes, proxies=proxies)
+        deployments = {
+            name: DeploymentStatus(
+                status=str(getattr(d.status, "value", d.status)),
+                message=d.message or "",
+                replica_states={
+                    str(getattr(k, "value", k)): int(v) for k, v in d.replica_states.items()
+                },
+            )
+            for name, d in app.deployments.items()
+        }
+        return ServeObservation(
+            app_status=str(getattr(app.status, "value", app.status)),
+            app_message=app.message or "",
+            deployments=deployments,
+            nodes=nodes,
+            proxies=proxies,
+        )
+
     def cluster_resources(self) -> dict[str, Any]:
         import ray
 
         return dict(ray.cluster_resources())  # type: ignore[no-untyped-call]
+
+
+def pin_versions(app: Any, versions: dict[str, str]) -> None:
+    """Give the ingress and each LLMServer deployment of a built app a stable version."""
+    ingress = app._bound_deployment
+    llm_apps: dict[str, Any] = ingress.init_kwargs["llm_deployments"]
+    if set(llm_apps) != set(versions):
+        raise ApplyError(f"the built app routes to {sorted(llm_apps)}, expected {sorted(versions)}")
+    for model_id, llm_app in llm_apps.items():
+        llm_app._bound_deployment._version = versions[model_id]
+    ingress._version = ingress_version(list(versions))
+
+
+def _nodes() -> tuple[NodeResources, ...]:
+    from ray._private import state
+
+    total = state.total_resources_per_node()  # type: ignore[no-untyped-call]
+    available = state.available_resources_per_node()  # type: ignore[no-untyped-call]
+    return tuple(
+        NodeResources(
+            node_id=node_id,
+            total={k: float(v) for k, v in res.items() if _is_schedulable(k)},
+            available={
+                k: float(v) for k, v in available.get(node_id, {}).items() if _is_schedulable(k)
+            },
+        )
+        for node_id, res in sorted(total.items())
+    )
+
+
+def _is_schedulable(resource: str) -> bool:
+    # Placement-group bookkeeping (CPU_group_..., bundle_group_...) and node markers
+    # are not capacity; keep CPU, GPU, memory and accelerator types.
+    return "_group_" not in resource and not resource.startswith(("node:", "bundle_group"))

@@ -7,10 +7,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from argus.api.deps import AppContext, NoStatus, RayProbe, StatusView
+from argus.api.deps import AppContext, NoStatus, RayProbe, StatusView, utcnow
 from argus.auth.tokens import ADMIN_USER_ID, generate_admin_token, hash_token
+from argus.cluster.serve_client import ServeClient
 from argus.config import Settings
 from argus.serving.control import ServingContext
+from argus.serving.llm_config import EngineSettings
+from argus.serving.reconciler import Reconciler
 from argus.serving.spec import SpecLimits
 from argus.store.db import Database
 from argus.store.users import ensure_admin_user
@@ -54,6 +57,26 @@ def open_database(settings: Settings) -> Database:
     with db.write() as s:
         ensure_admin_user(s, ADMIN_USER_ID, datetime.now(UTC))
     return db
+
+
+def engine_settings(settings: Settings) -> EngineSettings:
+    return EngineSettings(
+        mode=settings.serving.engine,
+        accelerator_type=settings.serving.llm.accelerator_type,
+        cpu_kvcache_space_gib=settings.serving.llm.cpu_kvcache_space_gib,
+        hf_cache=str(settings.storage_root / ".hf-home"),
+    )
+
+
+def build_reconciler(settings: Settings, db: Database, client: ServeClient) -> Reconciler:
+    return Reconciler(
+        db=db,
+        client=client,
+        engine=engine_settings(settings),
+        app_name=settings.serving.app_name,
+        interval_s=settings.serving.reconcile_interval_s,
+        clock=utcnow,
+    )
 
 
 def build_context(

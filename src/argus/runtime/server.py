@@ -15,7 +15,12 @@ import uvicorn
 from argus.api.app import create_app
 from argus.cluster.ray_client import RayServeClient
 from argus.config import Settings
-from argus.runtime.bootstrap import build_context, ensure_admin_token
+from argus.runtime.bootstrap import (
+    build_context,
+    build_reconciler,
+    ensure_admin_token,
+    open_database,
+)
 from argus.runtime.head import LocalHead, start_local_head, stop_local_head
 
 
@@ -82,7 +87,9 @@ def run_up(settings: Settings, keep_ray: bool = False, say: object = print) -> i
     )
     try:
         client.ensure_serve()
-        ctx = build_context(settings, ray=client)
+        db = open_database(settings)
+        reconciler = build_reconciler(settings, db, client)
+        ctx = build_context(settings, ray=client, status=reconciler, db=db)
         admin = ensure_admin_token(settings)
         app = create_app(ctx)
         server = uvicorn.Server(
@@ -110,12 +117,14 @@ def run_up(settings: Settings, keep_ray: bool = False, say: object = print) -> i
             thread.join(10)
             emit(f"argus: the API could not start on {settings.server.host}:{settings.server.port}")
             return 1
+        reconciler.start()
         emit(banner(settings, admin.source))
         while not stop.wait(0.5):
             if not thread.is_alive():
                 emit("argus: the API server stopped unexpectedly")
                 return 1
         emit("argus: stopping ...")
+        reconciler.stop()
         server.should_exit = True
         thread.join(30)
         return 0

@@ -35,6 +35,7 @@ class Trigger(StrEnum):
     SCALED = "SCALED"  # num_replicas changed through PATCH
     PENDING_RESOURCES = "PENDING_RESOURCES"  # does not fit the cluster yet
     APPLIED = "APPLIED"  # the reconciler put this generation into the Serve app
+    SCALE_APPLIED = "SCALE_APPLIED"  # a new replica count was applied; the model keeps serving
     READY = "READY"  # Serve reports every target replica healthy
     DEGRADED = "DEGRADED"  # fewer ready replicas than targeted, still serving
     FAILED = "FAILED"  # Serve reports the deployment failed
@@ -59,7 +60,8 @@ _TABLE: dict[Trigger, tuple[set[ServeState], ServeState | None]] = {
     Trigger.SPEC_UPDATED: (_ALIVE, None),
     Trigger.SCALED: (_ALIVE, None),
     Trigger.PENDING_RESOURCES: ({S.QUEUED}, S.QUEUED),
-    Trigger.APPLIED: ({S.QUEUED, S.DEPLOYING, S.RUNNING}, None),
+    Trigger.APPLIED: ({S.QUEUED, S.DEPLOYING, S.RUNNING}, S.DEPLOYING),
+    Trigger.SCALE_APPLIED: (_IN_SERVE, None),
     Trigger.READY: (_IN_SERVE, S.RUNNING),
     Trigger.DEGRADED: ({S.RUNNING}, S.RUNNING),
     Trigger.FAILED: ({S.QUEUED, S.DEPLOYING, S.RUNNING}, S.FAILED),
@@ -84,6 +86,4 @@ def next_state(state: ServeState | None, trigger: Trigger) -> ServeState:
         return to
     if trigger in (Trigger.SPEC_UPDATED, Trigger.SCALED) and state is S.FAILED:
         return S.QUEUED  # a new spec is a new try
-    if trigger is Trigger.APPLIED and state is S.QUEUED:
-        return S.DEPLOYING
     return state

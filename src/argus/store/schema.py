@@ -73,6 +73,7 @@ class ServeModel(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
     __table_args__ = (
+        Index("ix_serve_models_user_updated", "user_id", "updated_at"),
         Index(
             "uq_serve_models_live_suffix",
             "user_id",

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
-from argus.api.deps import Caller, Ctx
+from argus.api.deps import Admin, Caller, Ctx
 from argus.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from argus.serving import control
 from argus.store import serving as store
@@ -155,3 +155,14 @@ async def patch_model(model_key: str, request: Request, ctx: Ctx, caller: Caller
 def delete_model(model_key: str, ctx: Ctx, caller: Caller) -> JSONResponse:
     model = control.delete(ctx.serving, caller, model_key, ctx.clock())
     return JSONResponse(model_view(model), status_code=202)
+
+
+@router.get(
+    "/status",
+    summary="Serve's application and deployments, proxies, per-node resources (admin)",
+)
+def serve_status(ctx: Ctx, _: Admin) -> dict[str, Any]:
+    status = ctx.status.cluster_status()
+    if status is None:
+        return {"application": ctx.settings.serving.app_name, "serve": None, "nodes": []}
+    return dict(status)

@@ -37,6 +37,7 @@ def upgrade() -> None:
     op.create_index("ix_serve_models_model_id", "serve_models", ["model_id"])
     op.create_index("ix_serve_models_state", "serve_models", ["state"])
     op.create_index("ix_serve_models_updated_at", "serve_models", ["updated_at"])
+    op.create_index("ix_serve_models_user_updated", "serve_models", ["user_id", "updated_at"])
     op.create_index(
         "uq_serve_models_live_suffix",
         "serve_models",

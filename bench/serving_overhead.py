@@ -1,0 +1,172 @@
+"""What argus costs on top of Ray Serve LLM and vLLM, measured side by side in one run.
+
+1. Deploy overhead: time from POST /api/v2/serve/models to the first successful chat
+   completion, against a bare `serve.run` of the same LLMConfig (argus's own builder)
+   to its first completion. Target ratio <= 1.10.
+2. Inference overhead: p50/p95 of 50 identical short chat completions through the
+   argus-deployed model, against bare `vllm serve` (python -m
+   vllm.entrypoints.openai.api_server) of the same model and engine settings. Target
+   p50 ratio <= 1.15.
+
+Runs against a local Ray head (started if none runs), the demo model, and an argus it
+starts with a temporary data directory. One thing at a time, so the two cores are not
+shared between what is compared.
+
+    .venv/bin/python bench/serving_overhead.py
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from argus.config import EngineMode
+from argus.demo import DEMO_MODEL_DIRNAME, prepare_demo_model
+from argus.runtime.head import find_local_head, start_local_head, stop_local_head
+from argus.serving.llm_config import EngineSettings, build_llm_config
+
+ARGUS = str(Path(sys.executable).with_name("argus"))
+PROMPT = [{"role": "user", "content": "What is the capital of France?"}]
+ENGINE_KWARGS = {"max_model_len": 1024}
+
+
+def chat(base: str, model: str, timeout: float = 120) -> httpx.Response:
+    return httpx.post(f"{base}/chat/completions", timeout=timeout, json={
+        "model": model, "messages": PROMPT, "temperature": 0, "max_tokens": 16})
+
+
+def first_completion(base: str, model: str, since: float, limit: float = 900) -> float:
+    while time.monotonic() - since < limit:
+        try:
+            if chat(base, model).status_code == 200:
+                return time.monotonic() - since
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{model} never answered")
+
+
+def latencies(base: str, model: str, n: int = 50) -> list[float]:
+    chat(base, model)  # warm-up, not counted
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        r = chat(base, model)
+        out.append(time.perf_counter() - t)
+        r.raise_for_status()
+    return out
+
+
+def p(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def main() -> int:
+    import ray
+    from ray import serve
+    from ray.serve.llm import LLMConfig, build_openai_app
+
+    tmp = Path(tempfile.mkdtemp(prefix="argus-bench-"))
+    storage = tmp / "storage"
+    prepare_demo_model(storage)
+    source = storage / "hf" / DEMO_MODEL_DIRNAME
+    started_head = find_local_head() is None
+    head = start_local_head(num_cpus=16, dashboard_host="127.0.0.1")
+    serve_port = int(os.environ.get("BENCH_SERVE_PORT", "8000"))
+    base = f"http://127.0.0.1:{serve_port}/v1"
+    engine = EngineSettings(EngineMode.CPU, None, 1, str(storage / ".hf-home"))
+    spec = {"model_id": "x", "model_source": str(source), "num_replicas": 1,
+            "gpus_per_replica": 1, "engine_kwargs": ENGINE_KWARGS}
+    argus_proc = None
+    vllm_proc = None
+    try:
+        ray.init(address=head.address, namespace="argus", log_to_driver=False)
+        serve.start(http_options={"host": "127.0.0.1", "port": serve_port},
+                    proxy_location="HeadOnly")
+
+        # 1a. bare serve.run of the same LLMConfig
+        config = LLMConfig.model_validate(build_llm_config("bare-smol", spec, engine))
+        t0 = time.monotonic()
+        serve.run(build_openai_app({"llm_configs": [config]}), name="bench-bare",
+                  route_prefix="/bare")
+        bare_deploy = first_completion(f"http://127.0.0.1:{serve_port}/bare/v1", "bare-smol", t0)
+        serve.delete("bench-bare")
+        ray.shutdown()
+
+        # 1b. argus: POST to first completion
+        api_port = 18080
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("ARGUS_")},
+               "ARGUS_DATA_DIR": str(tmp / "data"), "ARGUS_STORAGE_ROOT": str(storage),
+               "ARGUS_PORT": str(api_port), "ARGUS_SERVE_PORT": str(serve_port)}
+        argus_proc = subprocess.Popen([ARGUS, "up"], env=env, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.STDOUT)
+        api = f"http://127.0.0.1:{api_port}"
+        while True:
+            try:
+                if httpx.get(f"{api}/readyz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        admin = {"Authorization": "Bearer " + (tmp / "data" / "admin-token").read_text().strip()}
+        httpx.post(f"{api}/api/v2/users", headers=admin, json={"user_id": "bench"})
+        token = httpx.post(f"{api}/api/v2/users/bench/tokens", headers=admin).json()["token"]
+        auth = {"Authorization": f"Bearer {token}"}
+        spec_yaml = (f"model_id: smol\nmodel_source: $HOME/common/hf/{DEMO_MODEL_DIRNAME}\n"
+                     "engine_kwargs:\n  max_model_len: 1024\n")
+        t0 = time.monotonic()
+        posted = httpx.post(f"{api}/api/v2/serve/models", content=spec_yaml,
+                            headers={**auth, "Content-Type": "application/yaml"}).json()
+        argus_deploy = first_completion(base, posted["model_id"], t0)
+        print(f"deploy to first completion: bare serve.run {bare_deploy:.1f} s, "
+              f"argus {argus_deploy:.1f} s, ratio {argus_deploy / bare_deploy:.2f} "
+              "(target <= 1.10)")
+
+        # 2a. inference through argus
+        via_argus = latencies(base, posted["model_id"])
+        httpx.delete(f"{api}/api/v2/serve/models/{posted['model_key']}", headers=auth)
+        while httpx.get(f"{api}/api/v2/serve/models/{posted['model_key']}",
+                        headers=auth).json()["model"]["state"] != "DELETED":
+            time.sleep(1)
+
+        # 2b. bare vllm serve of the same model and engine settings
+        vllm_port = 18001
+        vllm_env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1"}
+        vllm_proc = subprocess.Popen(
+            [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model",
+             str(source), "--served-model-name", "bare", "--dtype", "float32",
+             "--max-model-len", "1024", "--enforce-eager", "--host", "127.0.0.1",
+             "--port", str(vllm_port)],
+            env=vllm_env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        vllm_base = f"http://127.0.0.1:{vllm_port}/v1"
+        first_completion(vllm_base, "bare", time.monotonic())
+        bare = latencies(vllm_base, "bare")
+        a50, b50 = statistics.median(via_argus), statistics.median(bare)
+        print(f"50 short chat completions: argus p50 {a50 * 1000:.0f} ms p95 "
+              f"{p(via_argus, 0.95) * 1000:.0f} ms; bare vllm p50 {b50 * 1000:.0f} ms p95 "
+              f"{p(bare, 0.95) * 1000:.0f} ms; p50 ratio {a50 / b50:.2f} (target <= 1.15)")
+        deploy_ok = argus_deploy / bare_deploy <= 1.10
+        infer_ok = a50 / b50 <= 1.15
+        print("targets:", "deploy met" if deploy_ok else "deploy MISSED", "/",
+              "inference met" if infer_ok else "inference MISSED")
+        return 0 if deploy_ok and infer_ok else 1
+    finally:
+        if vllm_proc is not None:
+            vllm_proc.terminate()
+            vllm_proc.wait(60)
+        if argus_proc is not None:
+            subprocess.run([ARGUS, "down"], env={**os.environ, "ARGUS_DATA_DIR": str(tmp / "data")},
+                           check=False, capture_output=True)
+        if started_head:
+            stop_local_head()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

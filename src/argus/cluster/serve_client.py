@@ -1,0 +1,70 @@
+"""The ServeClient protocol: everything argus asks of Ray, and the plain values it gets back.
+
+Only the reconciler (and `argus up`, to start Serve) calls it. The real one is
+`RayServeClient`; `FakeServeClient` is the steppable stand-in for tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class ModelDeployment:
+    """One model to put into the app: its public id and its LLMConfig (a dict)."""
+
+    model_id: str
+    llm_config: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class DeploymentStatus:
+    status: str  # Serve's DeploymentStatus: UPDATING, HEALTHY, UNHEALTHY, DEPLOY_FAILED, ...
+    message: str
+    replica_states: dict[str, int]  # Serve's ReplicaState name -> count
+
+    @property
+    def running_replicas(self) -> int:
+        return self.replica_states.get("RUNNING", 0)
+
+
+@dataclass(frozen=True)
+class NodeResources:
+    node_id: str
+    total: dict[str, float]
+    available: dict[str, float]
+    alive: bool = True
+
+
+@dataclass(frozen=True)
+class ServeObservation:
+    """What Serve and Ray report at one moment."""
+
+    app_status: str | None  # None: the application does not exist
+    app_message: str = ""
+    deployments: dict[str, DeploymentStatus] = field(default_factory=dict)  # by deployment name
+    nodes: tuple[NodeResources, ...] = ()
+    proxies: dict[str, str] = field(default_factory=dict)  # node id -> proxy status
+
+    @property
+    def app_exists(self) -> bool:
+        return self.app_status is not None
+
+
+class ServeClient(Protocol):
+    def ensure_serve(self) -> None:
+        """Connect to Ray and start Serve (HTTP port and proxy location from the config)."""
+
+    def ping(self) -> None:
+        """Raise if the Ray cluster cannot be reached."""
+
+    def apply(self, app_name: str, models: Sequence[ModelDeployment]) -> None:
+        """Deploy the app with exactly these models; returns without waiting for it."""
+
+    def delete_app(self, app_name: str) -> None:
+        """Remove the app; returns without waiting for it."""
+
+    def observe(self, app_name: str) -> ServeObservation:
+        """The app's and each deployment's status, and the cluster's resources per node."""

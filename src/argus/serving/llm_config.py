@@ -1,0 +1,109 @@
+"""`build_llm_config`: a stored spec -> the LLMConfig (as a plain dict) Ray Serve LLM takes.
+
+Pure: no Ray import, so it is tested table-driven without a cluster. The real
+ServeClient turns the dict into `ray.serve.llm.LLMConfig`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from argus.config import EngineMode
+
+INGRESS_DEPLOYMENT = "OpenAiIngress"
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    mode: EngineMode
+    accelerator_type: str | None
+    cpu_kvcache_space_gib: int
+    hf_cache: str  # HF_HOME for the replicas; nothing is downloaded into it
+
+
+def runtime_env_defaults(engine: EngineSettings) -> dict[str, str]:
+    env = {
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_HOME": engine.hf_cache,
+    }
+    if engine.mode is EngineMode.CPU:
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(engine.cpu_kvcache_space_gib)
+    return env
+
+
+def build_llm_config(
+    model_id: str,
+    resolved_spec: dict[str, Any],
+    engine: EngineSettings,
+    runtime_env_vars: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """The LLMConfig for one model: its public id, local weights, replicas and placement."""
+    gpus = int(resolved_spec.get("gpus_per_replica", 1))
+    engine_kwargs: dict[str, Any] = {
+        **resolved_spec.get("engine_kwargs", {}),
+        "tensor_parallel_size": gpus,
+    }
+    config: dict[str, Any] = {
+        "model_loading_config": {
+            "model_id": model_id,
+            "model_source": resolved_spec["model_source"],
+        },
+        "deployment_config": {"num_replicas": int(resolved_spec["num_replicas"])},
+        "engine_kwargs": engine_kwargs,
+        "runtime_env": {"env_vars": {**runtime_env_defaults(engine), **(runtime_env_vars or {})}},
+    }
+    if engine.mode is EngineMode.GPU:
+        # One bundle per GPU, all on one node: a replica's tensor-parallel group
+        # must not span nodes (design D5).
+        config["accelerator_type"] = engine.accelerator_type
+        config["placement_group_config"] = {
+            "bundles": [{"GPU": 1} for _ in range(gpus)],
+            "strategy": "STRICT_PACK",
+        }
+    else:
+        # vLLM's CPU engine: no accelerator_type (Ray refuses it on CPU bundles), and
+        # float32, since bfloat16 answers nonsense there (design D6).
+        engine_kwargs["dtype"] = "float32"
+        # torch.compile on the CPU engine cost 170-250 s per first start of a model on
+        # 2 cores against 57 s eager, for 14% lower latency (0.83 s vs 0.96 s p50 on a
+        # short chat); eager unless the spec asks otherwise.
+        engine_kwargs.setdefault("enforce_eager", True)
+        config["accelerator_config"] = {"kind": "cpu"}
+        config["placement_group_config"] = {"bundles": [{"CPU": 1}], "strategy": "STRICT_PACK"}
+    return config
+
+
+def deployment_name(model_id: str) -> str:
+    """The Serve deployment Ray Serve LLM names for a model (mirrors Ray's own rule)."""
+    return "LLMServer:" + model_id.replace("/", "--").replace(".", "_")
+
+
+def llm_server_version(llm_config: dict[str, Any]) -> str:
+    """A stable code version: changes with the config, not with the replica count.
+
+    Serve restarts a deployment's replicas when its version changes and scales in
+    place when only `deployment_config` does, so the count is left out of the hash.
+    """
+    without_count = {k: v for k, v in llm_config.items() if k != "deployment_config"}
+    return _digest(without_count)
+
+
+def ingress_version(model_ids: list[str]) -> str:
+    """The ingress changes only when the set of models it routes to changes."""
+    return _digest(sorted(model_ids))
+
+
+def _digest(value: Any) -> str:
+    blob = json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def replica_demand(resolved_spec: dict[str, Any], mode: EngineMode) -> dict[str, float]:
+    """What one replica holds on its node: its bundles plus the replica actor's CPU."""
+    if mode is EngineMode.GPU:
+        return {"GPU": float(resolved_spec.get("gpus_per_replica", 1)), "CPU": 1.0}
+    return {"CPU": 2.0}

@@ -1,0 +1,260 @@
+"""The reconciler's decision, as a pure function (design D4).
+
+`plan(models, observed, last_apply, engine, now)` looks at what users want (the
+stored models), what Serve and Ray report, and what this reconciler applied last,
+and returns what to do: the exact set of models the one Serve app should hold (or
+that it should go), and the state changes to record. No Ray, no database, no clock.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from argus.cluster.serve_client import (
+    DeploymentStatus,
+    ModelDeployment,
+    NodeResources,
+    ServeObservation,
+)
+from argus.serving.llm_config import (
+    EngineSettings,
+    build_llm_config,
+    deployment_name,
+    llm_server_version,
+    replica_demand,
+)
+from argus.serving.states import ServeState, Trigger
+
+# How long a freshly applied model may be missing from Serve's status before argus
+# concludes the cluster lost it (Serve lists a deployment a few seconds after apply).
+APPLY_GRACE_S = 30.0
+ERROR_SUMMARY_LIMIT = 1000
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """A stored model as the planner sees it."""
+
+    model_key: str
+    model_id: str
+    state: ServeState
+    generation: int
+    observed_generation: int
+    target_replicas: int
+    ready_replicas: int
+    resolved_spec: dict[str, Any]
+    pending_reported: bool = False  # a PENDING_RESOURCES event stands for this generation
+
+
+@dataclass(frozen=True)
+class LastApply:
+    """What this reconciler last applied, and when (seconds on a monotonic clock)."""
+
+    at: float
+    app_hash: str
+    versions: dict[str, str]  # model_key -> LLMServer version applied
+
+
+@dataclass(frozen=True)
+class Change:
+    model_key: str
+    trigger: Trigger | None  # None: update columns only, no transition, no event
+    ready_replicas: int | None = None
+    observed_generation: int | None = None
+    error_summary: str | None = None
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Plan:
+    changes: tuple[Change, ...]
+    app: tuple[ModelDeployment, ...]  # what the app must hold after this tick
+    apply: bool  # call ServeClient.apply(app)
+    delete_app: bool  # call ServeClient.delete_app()
+    app_hash: str
+    versions: dict[str, str]  # model_key -> version, for LastApply
+
+    @property
+    def touches_serve(self) -> bool:
+        return self.apply or self.delete_app
+
+
+def summarize_error(message: str) -> str:
+    """A readable one-liner from Serve's (often traceback-long) failure message."""
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+    if not lines:
+        return "the deployment failed without a message; see the Ray Serve logs"
+    errors = [ln for ln in lines if re.match(r"^[\w.]*(Error|Exception|Exit)\b[^:]*:", ln)]
+    core = errors[-1] if errors else lines[-1]
+    head = lines[0]
+    text = core if head == core or len(head) > 200 else f"{head} ... {core}"
+    return text[:ERROR_SUMMARY_LIMIT]
+
+
+def _fits(demand: dict[str, float], replicas: int, free: dict[str, dict[str, float]]) -> bool:
+    """Place `replicas` copies of `demand` first-fit; each replica on one node. Mutates free."""
+    for _ in range(replicas):
+        for avail in free.values():
+            if all(avail.get(k, 0.0) + 1e-9 >= v for k, v in demand.items()):
+                for k, v in demand.items():
+                    avail[k] = avail.get(k, 0.0) - v
+                break
+        else:
+            return False
+    return True
+
+
+def _free_resources(nodes: Sequence[NodeResources]) -> dict[str, dict[str, float]]:
+    return {n.node_id: dict(n.available) for n in nodes if n.alive}
+
+
+def app_hash_of(app: Sequence[ModelDeployment]) -> str:
+    from argus.serving.llm_config import _digest
+
+    return _digest([[m.model_id, m.llm_config] for m in app])
+
+
+def plan(
+    models: Sequence[ModelRecord],
+    observed: ServeObservation,
+    last_apply: LastApply | None,
+    engine: EngineSettings,
+    now: float,
+) -> Plan:
+    changes: list[Change] = []
+    keep: dict[str, ModelDeployment] = {}  # model_key -> deployment, in the app
+    versions: dict[str, str] = {}
+    recently_applied = last_apply is not None and now - last_apply.at < APPLY_GRACE_S
+    free = _free_resources(observed.nodes)
+
+    def status_of(m: ModelRecord) -> DeploymentStatus | None:
+        return observed.deployments.get(deployment_name(m.model_id))
+
+    # Replicas applied but not yet running will take resources Ray still shows free.
+    for m in models:
+        if m.state in (ServeState.DEPLOYING, ServeState.RUNNING):
+            dep = status_of(m)
+            running = dep.running_replicas if dep else 0
+            missing = max(0, m.target_replicas - running)
+            _fits(replica_demand(m.resolved_spec, engine.mode), missing, free)
+
+    for m in models:
+        config = build_llm_config(m.model_id, m.resolved_spec, engine)
+        deployment = ModelDeployment(m.model_id, config)
+        version = llm_server_version(config)
+        dep = status_of(m)
+
+        if m.state is ServeState.DELETING:
+            gone = dep is None and not (recently_applied and _was_applied(m, last_apply))
+            if dep is None and (gone or not observed.app_exists):
+                changes.append(Change(m.model_key, Trigger.REMOVED, ready_replicas=0))
+            continue
+        if m.state in (ServeState.FAILED, ServeState.DELETED):
+            continue
+
+        wants_apply = m.state is ServeState.QUEUED or m.generation != m.observed_generation
+        if wants_apply:
+            if m.state is ServeState.QUEUED:
+                demand = replica_demand(m.resolved_spec, engine.mode)
+                if not _fits(demand, m.target_replicas, free):
+                    if not m.pending_reported:
+                        changes.append(
+                            Change(
+                                m.model_key,
+                                Trigger.PENDING_RESOURCES,
+                                payload={
+                                    "needs_per_replica": demand,
+                                    "replicas": m.target_replicas,
+                                    "free": {n: dict(r) for n, r in free.items()},
+                                },
+                            )
+                        )
+                    continue
+                trigger = Trigger.APPLIED
+            else:
+                previous = last_apply.versions.get(m.model_key) if last_apply else None
+                trigger = Trigger.SCALE_APPLIED if previous == version else Trigger.APPLIED
+            keep[m.model_key] = deployment
+            versions[m.model_key] = version
+            changes.append(
+                Change(
+                    m.model_key,
+                    trigger,
+                    observed_generation=m.generation,
+                    payload={"generation": m.generation, "replicas": m.target_replicas},
+                )
+            )
+            continue
+
+        # DEPLOYING or RUNNING, this generation applied: follow what Serve reports.
+        keep[m.model_key] = deployment
+        versions[m.model_key] = version
+        if dep is None:
+            if not recently_applied:
+                # Applied earlier, now absent from Serve: the cluster lost it (a Ray
+                # restart, an app removed by hand). Queue it to be deployed again.
+                keep.pop(m.model_key)
+                versions.pop(m.model_key)
+                reason = (
+                    "the Serve application is gone"
+                    if not observed.app_exists
+                    else ("its deployment is gone from the Serve application")
+                )
+                changes.append(
+                    Change(
+                        m.model_key, Trigger.REDEPLOY, ready_replicas=0, payload={"reason": reason}
+                    )
+                )
+            continue
+        changes.extend(_follow(m, dep))
+        if any(c.trigger is Trigger.FAILED for c in changes if c.model_key == m.model_key):
+            keep.pop(m.model_key)
+            versions.pop(m.model_key)
+
+    app = tuple(sorted(keep.values(), key=lambda d: d.model_id))
+    app_hash = app_hash_of(app)
+    delete_app = not app and (observed.app_exists or bool(last_apply and last_apply.versions))
+    apply = bool(app) and (
+        last_apply is None
+        or last_apply.app_hash != app_hash
+        or (not observed.app_exists and not recently_applied)
+    )
+    return Plan(tuple(changes), app, apply, delete_app, app_hash, versions)
+
+
+def _was_applied(m: ModelRecord, last_apply: LastApply | None) -> bool:
+    return last_apply is not None and m.model_key in last_apply.versions
+
+
+def _follow(m: ModelRecord, dep: DeploymentStatus) -> list[Change]:
+    running = dep.running_replicas
+    if dep.status == "DEPLOY_FAILED":
+        return [
+            Change(
+                m.model_key,
+                Trigger.FAILED,
+                ready_replicas=0,
+                error_summary=summarize_error(dep.message),
+            )
+        ]
+    settled = dep.status == "HEALTHY" and running >= m.target_replicas
+    if m.state is ServeState.DEPLOYING:
+        if settled:
+            return [Change(m.model_key, Trigger.READY, ready_replicas=running)]
+    elif running < m.ready_replicas and running < m.target_replicas:
+        return [
+            Change(
+                m.model_key,
+                Trigger.DEGRADED,
+                ready_replicas=running,
+                payload={"ready": running, "target": m.target_replicas, "serve": dep.status},
+            )
+        ]
+    elif settled and m.ready_replicas < m.target_replicas:
+        return [Change(m.model_key, Trigger.READY, ready_replicas=running)]
+    if running != m.ready_replicas:
+        return [Change(m.model_key, None, ready_replicas=running)]
+    return []

@@ -1,0 +1,312 @@
+"""The reconciler against a real SQLite store and the steppable fake ServeClient."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import pytest
+
+from argus.cluster.fake import FakeServeClient
+from argus.cluster.serve_client import NodeResources
+from argus.runtime.bootstrap import build_reconciler
+from argus.serving.llm_config import INGRESS_DEPLOYMENT
+from argus.serving.reconciler import Reconciler
+from argus.store import serving as store
+from tests.conftest import spec_yaml
+from tests.integration.conftest import Api
+
+pytestmark = pytest.mark.integration
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def fake() -> FakeServeClient:
+    return FakeServeClient()
+
+
+@pytest.fixture
+def rec(api: Api, fake: FakeServeClient) -> Reconciler:
+    r = build_reconciler(api.settings, api.ctx.db, fake)
+    r.clock = lambda: datetime.now(UTC)
+    r.monotonic = Clock()
+    api.ctx.status = r
+    return r
+
+
+def advance(r: Reconciler, seconds: float) -> None:
+    r.monotonic.t += seconds  # type: ignore[attr-defined]
+
+
+def model(api: Api, key: str) -> dict[str, object]:
+    return api.client.get(f"/api/v2/serve/models/{key}", headers=api.headers()).json()
+
+
+def state(api: Api, key: str) -> str:
+    return str(model(api, key)["model"]["state"])  # type: ignore[index]
+
+
+def events(api: Api, key: str) -> list[str]:
+    return [e["event_type"] for e in model(api, key)["events"]]  # type: ignore[attr-defined]
+
+
+def post(api: Api, token: str, suffix: str = "smol", **kw: object) -> str:
+    r = api.post_spec(token, spec_yaml(model_id=suffix, **kw))
+    assert r.status_code == 202, r.text
+    return str(r.json()["model_key"])
+
+
+@pytest.fixture
+def alice(api: Api) -> str:
+    return api.new_user("alice")
+
+
+def test_queued_deploying_running(
+    api: Api, rec: Reconciler, fake: FakeServeClient, alice: str
+) -> None:
+    key = post(api, alice)
+    rec.tick()
+    assert state(api, key) == "DEPLOYING"
+    assert fake.apply_calls == [["alice-202611281200-smol"]]
+    rec.tick()
+    assert state(api, key) == "DEPLOYING"
+    assert len(fake.apply_calls) == 1  # unchanged config: no second apply
+    fake.set_ready("alice-202611281200-smol")
+    rec.tick()
+    got = model(api, key)
+    assert got["model"]["state"] == "RUNNING"  # type: ignore[index]
+    assert got["model"]["ready_replicas"] == 1  # type: ignore[index]
+    assert got["model"]["observed_generation"] == 1  # type: ignore[index]
+    assert got["serve_status"]["status"] == "HEALTHY"  # type: ignore[index]
+    assert events(api, key) == ["CREATED", "APPLIED", "READY"]
+    for _ in range(3):
+        rec.tick()
+    assert events(api, key) == ["CREATED", "APPLIED", "READY"]  # quiet when nothing changes
+
+
+def test_scale_in_place_and_back(
+    api: Api, rec: Reconciler, fake: FakeServeClient, alice: str
+) -> None:
+    key = post(api, alice)
+    rec.tick()
+    fake.set_ready("alice-202611281200-smol")
+    rec.tick()
+    generation_before = fake._dep("alice-202611281200-smol").generation
+    api.client.patch(
+        f"/api/v2/serve/models/{key}", json={"num_replicas": 2}, headers=api.headers(alice)
+    )
+    rec.tick()
+    got = model(api, key)["model"]
+    assert (got["state"], got["ready_replicas"], got["target_replicas"]) == ("RUNNING", 1, 2)  # type: ignore[index]
+    fake.set_ready("alice-202611281200-smol")
+    rec.tick()
+    assert model(api, key)["model"]["ready_replicas"] == 2  # type: ignore[index]
+    api.client.patch(
+        f"/api/v2/serve/models/{key}", json={"num_replicas": 1}, headers=api.headers(alice)
+    )
+    rec.tick()
+    rec.tick()
+    got = model(api, key)["model"]
+    assert (got["state"], got["ready_replicas"]) == ("RUNNING", 1)  # type: ignore[index]
+    assert fake._dep("alice-202611281200-smol").generation == generation_before
+    assert events(api, key) == [
+        "CREATED",
+        "APPLIED",
+        "READY",
+        "SCALED",
+        "SCALE_APPLIED",
+        "READY",
+        "SCALED",
+        "SCALE_APPLIED",
+    ]
+
+
+def test_a_failing_model_does_not_hold_the_others(
+    api: Api, rec: Reconciler, fake: FakeServeClient, alice: str
+) -> None:
+    good, bad = post(api, alice, "good"), post(api, alice, "bad")
+    rec.tick()
+    fake.set_ready("alice-202611281200-good")
+    fake.fail(
+        "alice-202611281200-bad",
+        "Traceback (most recent call last):\nsafetensors_rust.SafetensorError: Error while "
+        "deserializing header: HeaderTooLarge",
+    )
+    rec.tick()
+    got = model(api, bad)["model"]
+    assert got["state"] == "FAILED"  # type: ignore[index]
+    assert "SafetensorError: Error while deserializing header" in got["error_summary"]  # type: ignore[index,operator]
+    assert state(api, good) == "RUNNING"
+    assert fake.apply_calls[-1] == ["alice-202611281200-good"]
+    # posting the spec again retries it
+    api.post_spec(alice, spec_yaml(model_id="bad"))
+    rec.tick()
+    assert state(api, bad) == "DEPLOYING"
+    assert fake.apply_calls[-1] == ["alice-202611281200-bad", "alice-202611281200-good"]
+
+
+def test_delete_takes_it_out_then_marks_deleted(
+    api: Api, rec: Reconciler, fake: FakeServeClient, alice: str
+) -> None:
+    a, b = post(api, alice, "a"), post(api, alice, "b")
+    rec.tick()
+    fake.set_ready("alice-202611281200-a")
+    fake.set_ready("alice-202611281200-b")
+    rec.tick()
+    api.client.delete(f"/api/v2/serve/models/{a}", headers=api.headers(alice))
+    rec.tick()
+    assert fake.apply_calls[-1] == ["alice-202611281200-b"]
+    assert not fake.is_deployed("alice-202611281200-a")
+    advance(rec, 60)
+    rec.tick()
+    assert state(api, a) == "DELETED"
+    assert events(api, a)[-2:] == ["DELETE_REQUESTED", "REMOVED"]
+    api.client.delete(f"/api/v2/serve/models/{b}", headers=api.headers(alice))
+    rec.tick()
+    assert fake.delete_calls == 1 and fake.app_name is None
+    rec.tick()
+    assert state(api, b) == "DELETED"
+    rec.tick()
+    assert fake.delete_calls == 1  # the app is not deleted twice
+
+
+def test_not_enough_resources_waits_then_starts(
+    api: Api, rec: Reconciler, fake: FakeServeClient, alice: str
+) -> None:
+    fake.nodes = [NodeResources("n1", {"CPU": 3.0}, {"CPU": 3.0})]
+    a = post(api, alice, "a")
+    rec.tick()
+    fake.set_ready("alice-202611281200-a")
+    fake.nodes = [NodeResources("n1", {"CPU": 3.0}, {"CPU": 1.0})]
+    b = post(api, alice, "b")
+    rec.tick()
+    rec.tick()
+    assert state(api, b) == "QUEUED"
+    assert events(api, b) == ["CREATED", "PENDING_RESOURCES"]
+    api.client.delete(f"/api/v2/serve/models/{a}", headers=api.headers(alice))
+    rec.tick()
+    fake.nodes = [NodeResources("n1", {"CPU": 3.0}, {"CPU": 3.0})]
+    advance(rec, 60)
+    rec.tick()
+    assert state(api, a) == "DELETED"
+    rec.tick()
+    assert state(api, b) == "DEPLOYING"
+
+
+def test_lost_replica_is_visible_and_recovers(
+    api: Api, rec: Reconciler, fake: FakeServeClient, alice: str
+) -> None:
+    key = post(api, alice, num_replicas=2)
+    rec.tick()
+    fake.set_ready("alice-202611281200-smol")
+    rec.tick()
+    fake.lose_replicas("alice-202611281200-smol")
+    rec.tick()
+    got = model(api, key)
+    assert (got["model"]["state"], got["model"]["ready_replicas"]) == ("RUNNING", 1)  # type: ignore[index]
+    assert got["events"][-1]["event_type"] == "DEGRADED"  # type: ignore[index]
+    assert got["events"][-1]["payload"]["ready"] == 1  # type: ignore[index]
+    fake.set_ready("alice-202611281200-smol")
+    rec.tick()
+    assert model(api, key)["model"]["ready_replicas"] == 2  # type: ignore[index]
+    assert events(api, key)[-1] == "READY"
+
+
+def test_a_restarted_argus_adopts_the_running_app(
+    api: Api, fake: FakeServeClient, alice: str
+) -> None:
+    first = build_reconciler(api.settings, api.ctx.db, fake)
+    key = post(api, alice)
+    first.tick()
+    fake.set_ready("alice-202611281200-smol")
+    first.tick()
+    before = fake._dep("alice-202611281200-smol")
+    second = build_reconciler(api.settings, api.ctx.db, fake)  # argus restarted
+    second.tick()
+    assert state(api, key) == "RUNNING"
+    assert fake._dep("alice-202611281200-smol") is before  # same replicas, no restart
+    assert events(api, key) == ["CREATED", "APPLIED", "READY"]
+
+
+def test_a_restarted_ray_cluster_gets_every_model_back(
+    api: Api, rec: Reconciler, fake: FakeServeClient, alice: str
+) -> None:
+    key = post(api, alice)
+    rec.tick()
+    fake.set_ready("alice-202611281200-smol")
+    rec.tick()
+    fake.reachable = False
+    report = rec.tick()
+    assert report.error and "unreachable" in report.error
+    assert state(api, key) == "RUNNING"  # nothing is written while Ray is away
+    fake.restart_cluster()
+    fake.reachable = True
+    advance(rec, 60)
+    rec.tick()
+    assert fake.serve_started
+    assert state(api, key) == "QUEUED"
+    rec.tick()
+    assert state(api, key) == "DEPLOYING"
+    fake.set_ready("alice-202611281200-smol")
+    rec.tick()
+    assert state(api, key) == "RUNNING"
+    assert events(api, key)[-3:] == ["REDEPLOY", "APPLIED", "READY"]
+
+
+def test_status_route_is_for_the_admin(api: Api, rec: Reconciler, alice: str) -> None:
+    post(api, alice)
+    rec.tick()
+    rec.tick()
+    r = api.client.get("/api/v2/serve/status", headers=api.headers(alice))
+    assert r.status_code == 403
+    body = api.client.get("/api/v2/serve/status", headers=api.headers()).json()
+    assert body["application"] == "argus-llm"
+    assert body["serve"]["application_status"] == "DEPLOYING"
+    assert INGRESS_DEPLOYMENT in body["serve"]["deployments"]
+    assert body["nodes"][0]["total"] == {"CPU": 16.0}
+    assert body["reconciler"]["ticks"] == 2
+    assert len(body["applied_model_keys"]) == 1
+
+
+def test_status_before_the_first_tick(api: Api) -> None:
+    body = api.client.get("/api/v2/serve/status", headers=api.headers()).json()
+    assert body["serve"] is None
+
+
+def test_a_user_change_during_a_tick_wins(
+    api: Api, rec: Reconciler, fake: FakeServeClient, alice: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = post(api, alice)
+    original: Callable[..., object] = fake.apply
+
+    def apply_and_user_deletes(*args: object) -> None:
+        original(*args)
+        api.client.delete(f"/api/v2/serve/models/{key}", headers=api.headers(alice))
+
+    monkeypatch.setattr(fake, "apply", apply_and_user_deletes)
+    rec.tick()
+    assert state(api, key) == "DELETING"  # the reconciler's APPLIED was dropped, not forced
+
+
+def test_the_loop_runs_in_a_thread(api: Api, rec: Reconciler, alice: str) -> None:
+    import time
+
+    rec.interval_s = 0.01
+    key = post(api, alice)
+    rec.start()
+    try:
+        deadline = time.monotonic() + 5
+        while state(api, key) != "DEPLOYING" and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        rec.stop()
+    assert state(api, key) == "DEPLOYING"
+    with api.ctx.db.read() as s:
+        assert store.get_serve_model(s, key) is not None

@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from argus.config import EngineMode
+from argus.serving.llm_config import (
+    EngineSettings,
+    build_llm_config,
+    deployment_name,
+    ingress_version,
+    llm_server_version,
+    replica_demand,
+)
+
+pytestmark = pytest.mark.unit
+GPU = EngineSettings(EngineMode.GPU, "H20", 1, "/private/.hf-home")
+CPU = EngineSettings(EngineMode.CPU, None, 3, "/data/.hf-home")
+
+
+def spec(gpus: int = 1, replicas: int = 1, **kw: Any) -> dict[str, Any]:
+    return {
+        "model_id": "smol",
+        "model_source": "/private/hf/m",
+        "num_replicas": replicas,
+        "gpus_per_replica": gpus,
+        "engine_kwargs": kw,
+    }
+
+
+@pytest.mark.parametrize("gpus", [1, 2, 4, 8])
+def test_gpu_mode(gpus: int) -> None:
+    c = build_llm_config("alice-202611281200-smol", spec(gpus, 3, max_model_len=4096), GPU)
+    assert c["model_loading_config"] == {
+        "model_id": "alice-202611281200-smol",
+        "model_source": "/private/hf/m",
+    }
+    assert c["deployment_config"] == {"num_replicas": 3}
+    assert c["engine_kwargs"] == {"max_model_len": 4096, "tensor_parallel_size": gpus}
+    assert c["accelerator_type"] == "H20"
+    assert c["placement_group_config"] == {
+        "bundles": [{"GPU": 1}] * gpus,
+        "strategy": "STRICT_PACK",
+    }
+    env = c["runtime_env"]["env_vars"]
+    assert env["HF_HUB_OFFLINE"] == "1" and env["HF_HOME"] == "/private/.hf-home"
+    assert "VLLM_CPU_KVCACHE_SPACE" not in env
+    assert replica_demand(spec(gpus), EngineMode.GPU) == {"GPU": gpus, "CPU": 1.0}
+
+
+def test_cpu_mode() -> None:
+    c = build_llm_config("m", spec(1, 2), CPU)
+    assert "accelerator_type" not in c
+    assert c["accelerator_config"] == {"kind": "cpu"}
+    assert c["placement_group_config"]["bundles"] == [{"CPU": 1}]
+    assert c["engine_kwargs"] == {
+        "tensor_parallel_size": 1,
+        "dtype": "float32",
+        "enforce_eager": True,
+    }
+    compiled = build_llm_config("m", spec(enforce_eager=False), CPU)
+    assert compiled["engine_kwargs"]["enforce_eager"] is False
+    assert c["runtime_env"]["env_vars"]["VLLM_CPU_KVCACHE_SPACE"] == "3"
+    assert c["runtime_env"]["env_vars"]["HF_HUB_OFFLINE"] == "1"
+    assert replica_demand(spec(), EngineMode.CPU) == {"CPU": 2.0}
+
+
+def test_user_cannot_override_what_argus_sets() -> None:
+    c = build_llm_config("m", spec(2, tensor_parallel_size=8), GPU)
+    assert c["engine_kwargs"]["tensor_parallel_size"] == 2
+
+
+def test_version_ignores_the_replica_count_only() -> None:
+    one, two = (
+        build_llm_config("m", spec(replicas=1), CPU),
+        build_llm_config("m", spec(replicas=2), CPU),
+    )
+    assert llm_server_version(one) == llm_server_version(two)
+    longer = build_llm_config("m", spec(max_model_len=512), CPU)
+    assert llm_server_version(longer) != llm_server_version(one)
+    assert llm_server_version(build_llm_config("other", spec(), CPU)) != llm_server_version(one)
+
+
+def test_ingress_version_is_the_set_of_models() -> None:
+    assert ingress_version(["b", "a"]) == ingress_version(["a", "b"])
+    assert ingress_version(["a"]) != ingress_version(["a", "b"])
+
+
+@pytest.mark.parametrize(
+    ("model_id", "name"),
+    [
+        ("alice-202611281200-smol", "LLMServer:alice-202611281200-smol"),
+        ("bob-202611281200-Qwen2.5", "LLMServer:bob-202611281200-Qwen2_5"),
+    ],
+)
+def test_deployment_name(model_id: str, name: str) -> None:
+    assert deployment_name(model_id) == name

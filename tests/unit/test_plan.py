@@ -1,0 +1,288 @@
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from argus.cluster.serve_client import (
+    DeploymentStatus,
+    ModelDeployment,
+    NodeResources,
+    ServeObservation,
+)
+from argus.config import EngineMode
+from argus.serving.llm_config import (
+    INGRESS_DEPLOYMENT,
+    EngineSettings,
+    build_llm_config,
+    deployment_name,
+    llm_server_version,
+)
+from argus.serving.plan import (
+    APPLY_GRACE_S,
+    LastApply,
+    ModelRecord,
+    app_hash_of,
+    plan,
+    summarize_error,
+)
+from argus.serving.states import ServeState, Trigger
+
+pytestmark = pytest.mark.unit
+CPU = EngineSettings(EngineMode.CPU, None, 1, "/hf")
+GPU = EngineSettings(EngineMode.GPU, "H20", 1, "/hf")
+S = ServeState
+NOW = 1000.0
+
+
+def rec(
+    key: str = "a",
+    state: ServeState = S.QUEUED,
+    gen: int = 1,
+    obs: int = 0,
+    target: int = 1,
+    ready: int = 0,
+    gpus: int = 1,
+    **kw: Any,
+) -> ModelRecord:
+    spec = {
+        "model_id": key,
+        "model_source": f"/m/{key}",
+        "num_replicas": target,
+        "gpus_per_replica": gpus,
+        "engine_kwargs": {},
+    }
+    return ModelRecord(key, f"u-202611281200-{key}", state, gen, obs, target, ready, spec, **kw)
+
+
+def dep(
+    status: str = "HEALTHY", running: int = 1, starting: int = 0, msg: str = ""
+) -> DeploymentStatus:
+    states = {k: v for k, v in (("RUNNING", running), ("STARTING", starting)) if v}
+    return DeploymentStatus(status, msg, states)
+
+
+def cpu_nodes(free: float = 16.0) -> tuple[NodeResources, ...]:
+    return (NodeResources("n1", {"CPU": 16.0}, {"CPU": free}),)
+
+
+def obs(
+    deps: dict[str, DeploymentStatus] | None = None,
+    nodes: tuple[NodeResources, ...] = (),
+    app: str | None = "RUNNING",
+) -> ServeObservation:
+    named = {deployment_name(f"u-202611281200-{k}"): d for k, d in (deps or {}).items()}
+    if app is not None:
+        named[INGRESS_DEPLOYMENT] = dep()
+    return ServeObservation(app, "", named, nodes or cpu_nodes())
+
+
+def applied(*recs: ModelRecord, at: float = NOW - 100, engine: EngineSettings = CPU) -> LastApply:
+    """What a reconciler that applied these records (as they are) remembers."""
+    deps = sorted(
+        (
+            ModelDeployment(r.model_id, build_llm_config(r.model_id, r.resolved_spec, engine))
+            for r in recs
+        ),
+        key=lambda d: d.model_id,
+    )
+    versions = {
+        r.model_key: llm_server_version(d.llm_config)
+        for r, d in zip(sorted(recs, key=lambda r: r.model_id), deps, strict=True)
+    }
+    return LastApply(at, app_hash_of(deps), versions)
+
+
+def triggers(p: Any) -> dict[str, Trigger | None]:
+    return {c.model_key: c.trigger for c in p.changes}
+
+
+def test_queued_model_that_fits_is_applied() -> None:
+    p = plan([rec()], obs(app=None), None, CPU, NOW)
+    assert triggers(p) == {"a": Trigger.APPLIED}
+    assert p.changes[0].observed_generation == 1
+    assert p.apply and not p.delete_app
+    assert [m.model_id for m in p.app] == ["u-202611281200-a"]
+
+
+def test_queued_model_that_does_not_fit_waits_with_one_event() -> None:
+    full = cpu_nodes(free=1.0)
+    p = plan([rec()], obs(app=None, nodes=full), None, CPU, NOW)
+    assert triggers(p) == {"a": Trigger.PENDING_RESOURCES}
+    assert p.changes[0].payload["needs_per_replica"] == {"CPU": 2.0}
+    assert not p.apply and p.app == ()
+    again = plan([rec(pending_reported=True)], obs(app=None, nodes=full), None, CPU, NOW)
+    assert again.changes == ()
+
+
+def test_fit_is_per_node_for_gpus() -> None:
+    two_singles = (
+        NodeResources("n1", {"GPU": 1.0, "CPU": 8.0}, {"GPU": 1.0, "CPU": 8.0}),
+        NodeResources("n2", {"GPU": 1.0, "CPU": 8.0}, {"GPU": 1.0, "CPU": 8.0}),
+    )
+    p = plan([rec(gpus=2)], obs(app=None, nodes=two_singles), None, GPU, NOW)
+    assert triggers(p) == {"a": Trigger.PENDING_RESOURCES}
+    one_double = (NodeResources("n3", {"GPU": 2.0, "CPU": 8.0}, {"GPU": 2.0, "CPU": 8.0}),)
+    p = plan([rec(gpus=2)], obs(app=None, nodes=one_double), None, GPU, NOW)
+    assert triggers(p) == {"a": Trigger.APPLIED}
+
+
+def test_applied_but_not_yet_running_replicas_count_against_the_fit() -> None:
+    nodes = (NodeResources("n1", {"GPU": 2.0, "CPU": 8.0}, {"GPU": 2.0, "CPU": 8.0}),)
+    deploying = rec("a", S.DEPLOYING, obs=1, gpus=2)
+    queued = rec("b", gpus=1)
+    p = plan(
+        [deploying, queued],
+        obs({"a": dep("UPDATING", 0, 1)}, nodes),
+        applied(deploying, engine=GPU),
+        GPU,
+        NOW,
+    )
+    assert triggers(p) == {"b": Trigger.PENDING_RESOURCES}
+    # once a is deleted its GPUs count again
+    gone = replace(deploying, state=S.DELETING)
+    p = plan([gone, queued], obs({}, nodes), applied(deploying, engine=GPU), GPU, NOW)
+    assert triggers(p) == {"a": Trigger.REMOVED, "b": Trigger.APPLIED}
+
+
+def test_deploying_becomes_running_when_serve_reports_healthy() -> None:
+    m = rec(state=S.DEPLOYING, obs=1)
+    last = applied(m)
+    assert plan([m], obs({"a": dep("UPDATING", 0, 1)}), last, CPU, NOW).changes == ()
+    p = plan([m], obs({"a": dep("HEALTHY", 1)}), last, CPU, NOW)
+    assert triggers(p) == {"a": Trigger.READY}
+    assert p.changes[0].ready_replicas == 1
+    assert not p.apply  # nothing changed in what the app should hold
+
+
+def test_a_failed_deployment_is_taken_out_and_the_others_stay() -> None:
+    a, b = rec("a", S.DEPLOYING, obs=1), rec("b", S.RUNNING, obs=1, ready=1)
+    last = applied(a, b)
+    tb = (
+        "Traceback (most recent call last):\n  File x\nValueError: bad weights in model.safetensors"
+    )
+    p = plan([a, b], obs({"a": dep("DEPLOY_FAILED", 0, msg=tb), "b": dep()}), last, CPU, NOW)
+    assert triggers(p) == {"a": Trigger.FAILED}
+    assert p.changes[0].error_summary == (
+        "Traceback (most recent call last): ... ValueError: bad weights in model.safetensors"
+    )
+    assert [m.model_id for m in p.app] == ["u-202611281200-b"]
+    assert p.apply
+
+
+def test_failed_models_are_not_applied() -> None:
+    p = plan([rec(state=S.FAILED, obs=1)], obs(app=None), None, CPU, NOW)
+    assert p.app == () and p.changes == () and not p.apply
+
+
+def test_scale_of_a_running_model_applies_in_place() -> None:
+    before = rec(state=S.RUNNING, obs=1, ready=1)
+    last = applied(before)
+    scaled = replace(
+        before,
+        generation=2,
+        target_replicas=2,
+        resolved_spec={**before.resolved_spec, "num_replicas": 2},
+    )
+    p = plan([scaled], obs({"a": dep()}), last, CPU, NOW)
+    assert triggers(p) == {"a": Trigger.SCALE_APPLIED}
+    assert p.apply
+    assert p.app[0].llm_config["deployment_config"] == {"num_replicas": 2}
+    assert p.versions == last.versions  # same code version: Serve scales in place
+    # then Serve brings the second replica up
+    now_applied = replace(scaled, observed_generation=2)
+    last2 = LastApply(NOW, p.app_hash, p.versions)
+    assert plan([now_applied], obs({"a": dep("UPSCALING", 1, 1)}), last2, CPU, NOW).changes == ()
+    p = plan([now_applied], obs({"a": dep("HEALTHY", 2)}), last2, CPU, NOW)
+    assert triggers(p) == {"a": Trigger.READY}
+
+
+def test_a_spec_change_redeploys() -> None:
+    before = rec(state=S.RUNNING, obs=1, ready=1)
+    changed = replace(
+        before,
+        generation=2,
+        resolved_spec={**before.resolved_spec, "engine_kwargs": {"max_model_len": 512}},
+    )
+    p = plan([changed], obs({"a": dep()}), applied(before), CPU, NOW)
+    assert triggers(p) == {"a": Trigger.APPLIED}
+
+
+def test_lost_replicas_degrade_then_recover() -> None:
+    m = rec(state=S.RUNNING, obs=1, target=2, ready=2)
+    last = applied(m)
+    p = plan([m], obs({"a": dep("UNHEALTHY", 1, 1)}), last, CPU, NOW)
+    assert triggers(p) == {"a": Trigger.DEGRADED}
+    assert p.changes[0].payload["ready"] == 1
+    degraded = replace(m, ready_replicas=1)
+    assert plan([degraded], obs({"a": dep("UNHEALTHY", 1, 1)}), last, CPU, NOW).changes == ()
+    p = plan([degraded], obs({"a": dep("HEALTHY", 2)}), last, CPU, NOW)
+    assert triggers(p) == {"a": Trigger.READY}
+
+
+def test_deleting_waits_until_serve_drops_it() -> None:
+    m = rec(state=S.DELETING, obs=1, ready=1)
+    other = rec("b", S.RUNNING, obs=1, ready=1)
+    last = applied(replace(m, state=S.RUNNING), other)
+    p = plan([m, other], obs({"a": dep(), "b": dep()}), last, CPU, NOW)
+    assert p.changes == ()
+    assert [d.model_id for d in p.app] == ["u-202611281200-b"] and p.apply
+    p = plan([m, other], obs({"b": dep()}), LastApply(NOW - 100, p.app_hash, p.versions), CPU, NOW)
+    assert triggers(p) == {"a": Trigger.REMOVED}
+
+
+def test_the_last_model_deleted_deletes_the_app() -> None:
+    m = rec(state=S.DELETING, obs=1, ready=1)
+    p = plan([m], obs({"a": dep()}), applied(replace(m, state=S.RUNNING)), CPU, NOW)
+    assert p.delete_app and not p.apply and p.app == ()
+    p = plan([m], obs(app=None), LastApply(NOW - 100, p.app_hash, {}), CPU, NOW)
+    assert triggers(p) == {"a": Trigger.REMOVED}
+    assert not p.delete_app
+
+
+def test_an_unchanged_config_is_not_reapplied() -> None:
+    m = rec(state=S.RUNNING, obs=1, ready=1)
+    p = plan([m], obs({"a": dep()}), applied(m), CPU, NOW)
+    assert not p.apply and not p.delete_app and p.changes == ()
+
+
+def test_after_an_argus_restart_the_running_app_is_adopted() -> None:
+    m = rec(state=S.RUNNING, obs=1, ready=1)
+    p = plan([m], obs({"a": dep()}), None, CPU, NOW)
+    assert p.changes == ()
+    assert p.apply  # once, with the same stable versions: Serve changes nothing
+    assert p.versions == {
+        "a": llm_server_version(build_llm_config(m.model_id, m.resolved_spec, CPU))
+    }
+
+
+def test_a_lost_app_redeploys_every_model() -> None:
+    a, b = rec("a", S.RUNNING, obs=1, ready=1), rec("b", S.DEPLOYING, obs=1)
+    p = plan([a, b], obs(app=None), None, CPU, NOW)
+    assert triggers(p) == {"a": Trigger.REDEPLOY, "b": Trigger.REDEPLOY}
+    assert p.changes[0].payload["reason"] == "the Serve application is gone"
+    assert p.app == ()
+
+
+def test_a_fresh_apply_gets_a_grace_period() -> None:
+    m = rec(state=S.DEPLOYING, obs=1)
+    last = applied(m, at=NOW - APPLY_GRACE_S / 2)
+    p = plan([m], obs(app=None), last, CPU, NOW)
+    assert p.changes == () and not p.apply
+
+
+@pytest.mark.parametrize(
+    ("message", "summary"),
+    [
+        ("", "the deployment failed without a message; see the Ray Serve logs"),
+        ("just one line", "just one line"),
+        (
+            "Replica failed\nTraceback\nRuntimeError: Engine core initialization failed",
+            "Replica failed ... RuntimeError: Engine core initialization failed",
+        ),
+        ("x" * 5000, "x" * 1000),
+    ],
+)
+def test_summarize_error(message: str, summary: str) -> None:
+    assert summarize_error(message) == summary
