@@ -17,9 +17,9 @@ run: setup
 test: setup browser lint types
 	@$(BIN)/pytest --cov --cov-report=term -p no:cacheprovider
 
-## make check: the fast loop: lint, types, unit and integration tests
+## make check: the fast loop: lint, types, unit and integration tests (no browser, no Ray)
 check: setup lint types
-	@$(BIN)/pytest -m "not e2e" -q -p no:cacheprovider
+	@$(BIN)/pytest -m "not e2e and not browser" -q -p no:cacheprovider
 
 lint:
 	@$(BIN)/ruff check src tests

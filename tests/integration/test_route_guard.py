@@ -37,6 +37,6 @@ def test_only_health_routes_are_outside_the_api(api: Api) -> None:
     others = {
         r.path
         for r in api.client.app.routes  # type: ignore[attr-defined]
-        if isinstance(r, APIRoute) and not r.path.startswith("/api/")
+        if isinstance(r, APIRoute) and not r.path.startswith(("/api/", "/ui"))
     }
     assert others == OPEN

@@ -100,6 +100,7 @@ def test_bob_cannot_load_from_alices_home(api: Api, alice: str) -> None:
         (spec_yaml(num_replicas=1.5), 422, "num_replicas: must be a whole number"),
         (spec_yaml(num_replicas="true"), 422, "num_replicas: must be a whole number"),
         (spec_yaml(num_replicas=99), 422, "more than this cluster allows"),
+        (spec_yaml(num_replicas=0), 422, "num_replicas: must be at least 1, got 0"),
         (spec_yaml(gpus_per_replica=2), 422, "this cluster has no GPUs"),
         (spec_yaml(model_id="bad/id"), 422, "model_id"),
         (spec_yaml(replicas=2), 422, "replicas: unknown field"),

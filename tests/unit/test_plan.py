@@ -188,7 +188,7 @@ def test_scale_of_a_running_model_applies_in_place() -> None:
     p = plan([scaled], obs({"a": dep()}), last, CPU, NOW)
     assert triggers(p) == {"a": Trigger.SCALE_APPLIED}
     assert p.apply
-    assert p.app[0].llm_config["deployment_config"] == {"num_replicas": 2}
+    assert p.app[0].llm_config["deployment_config"]["num_replicas"] == 2
     assert p.versions == last.versions  # same code version: Serve scales in place
     # then Serve brings the second replica up
     now_applied = replace(scaled, observed_generation=2)
@@ -282,6 +282,20 @@ def test_a_fresh_apply_gets_a_grace_period() -> None:
             "Replica failed ... RuntimeError: Engine core initialization failed",
         ),
         ("x" * 5000, "x" * 1000),
+        (
+            "\x1b[36mray::Replica\x1b[39m failed\nValueError: no weights",
+            "ray::Replica failed ... ValueError: no weights",
+        ),
+        (
+            "The deployment failed to start 3 times in a row.\nTraceback (most recent call last):\n"
+            '  File "x.py", line 1\n'
+            "RuntimeError: Failed to create vLLM engine config: 1 validation error for VllmConfig\n"
+            "  Value error, Expecting property name [type=value_error, input_value=x]\n"
+            "    For further information visit https://errors.pydantic.dev",
+            "The deployment failed to start 3 times in a row. ... RuntimeError: Failed to create "
+            "vLLM engine config: 1 validation error for VllmConfig: Value error, Expecting "
+            "property name",
+        ),
     ],
 )
 def test_summarize_error(message: str, summary: str) -> None:

@@ -8,6 +8,7 @@ from argus import __version__
 from argus.api.deps import AppContext
 from argus.api.errors import install_error_handlers
 from argus.api.routes import health, serve_models, users
+from argus.ui import install_ui
 
 DESCRIPTION = """
 Serve LLMs for many users on a Ray cluster. Post a YAML spec, watch the model go
@@ -26,4 +27,5 @@ def create_app(ctx: AppContext) -> FastAPI:
     app.include_router(health.router)
     app.include_router(users.router)
     app.include_router(serve_models.router)
+    install_ui(app)
     return app

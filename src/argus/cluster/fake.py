@@ -75,6 +75,9 @@ class FakeServeClient:
                 continue
             self.deployments[name] = _FakeDeployment(m.model_id, m.llm_config, starting=replicas)
 
+    def disconnect(self) -> None:
+        self.serve_started = False
+
     def delete_app(self, app_name: str) -> None:
         self._check()
         self.delete_calls += 1

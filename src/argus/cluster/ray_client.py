@@ -26,7 +26,11 @@ from argus.cluster.serve_client import (
     NodeResources,
     ServeObservation,
 )
-from argus.serving.llm_config import ingress_version, llm_server_version
+from argus.serving.llm_config import (
+    INGRESS_GRACEFUL_SHUTDOWN_S,
+    ingress_version,
+    llm_server_version,
+)
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +104,14 @@ class RayServeClient:
                 configs.append(LLMConfig.model_validate(m.llm_config))
             except Exception as e:
                 raise ApplyError(f"invalid LLMConfig: {e}", m.model_id) from e
-        app = build_openai_app({"llm_configs": configs})
+        app = build_openai_app(
+            {
+                "llm_configs": configs,
+                "ingress_deployment_config": {
+                    "graceful_shutdown_timeout_s": INGRESS_GRACEFUL_SHUTDOWN_S
+                },
+            }
+        )
         pin_versions(app, {m.model_id: llm_server_version(m.llm_config) for m in models})
         serve._run(app, name=app_name, route_prefix="/", _blocking=False)
 

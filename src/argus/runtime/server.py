@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import uvicorn
 
 from argus.api.app import create_app
 from argus.cluster.ray_client import RayServeClient
+from argus.cluster.serve_client import ServeClient
 from argus.config import Settings
 from argus.runtime.bootstrap import (
     build_context,
@@ -67,24 +71,45 @@ def banner(settings: Settings, admin_source: str) -> str:
     )
 
 
-def run_up(settings: Settings, keep_ray: bool = False, say: object = print) -> int:
+class UpClient(ServeClient, Protocol):
+    def disconnect(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class RayHooks:
+    """How `argus up` reaches Ray; tests hand in a fake client and a pretend head."""
+
+    client: Callable[[str, Settings], UpClient]
+    start_head: Callable[[int, str], LocalHead] = start_local_head
+    stop_head: Callable[[], None] = stop_local_head
+
+
+def _ray_client(address: str, settings: Settings) -> UpClient:
+    serve = settings.serving.serve
+    return RayServeClient(address, serve.http_host, serve.http_port, serve.proxy_location)
+
+
+REAL_RAY = RayHooks(client=_ray_client)
+
+
+def run_up(
+    settings: Settings,
+    keep_ray: bool = False,
+    say: Callable[[str], object] = print,
+    ray: RayHooks = REAL_RAY,
+) -> int:
     settings.data_path.mkdir(parents=True, exist_ok=True)
-    emit = say if callable(say) else print
+    emit = say
     if settings.ray.address:
         head = LocalHead(settings.ray.address, started_by_us=False)
         emit(f"argus: connecting to the Ray cluster at {head.address}")
     else:
         emit("argus: looking for a local Ray head (starting one if none runs) ...")
-        head = start_local_head(settings.ray.num_cpus, settings.ray.dashboard_host)
+        head = ray.start_head(settings.ray.num_cpus, settings.ray.dashboard_host)
         emit(f"argus: Ray head {'started' if head.started_by_us else 'found'} at {head.address}")
     state = RunState(os.getpid(), head.started_by_us, keep_ray)
     state.write(settings)
-    client = RayServeClient(
-        head.address,
-        settings.serving.serve.http_host,
-        settings.serving.serve.http_port,
-        settings.serving.serve.proxy_location,
-    )
+    client = ray.client(head.address, settings)
     try:
         client.ensure_serve()
         db = open_database(settings)
@@ -108,7 +133,13 @@ def run_up(settings: Settings, keep_ray: bool = False, say: object = print) -> i
         # the main thread owns SIGINT/SIGTERM and shuts everything down in order.
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
-        thread = threading.Thread(target=server.run, name="argus-api", daemon=True)
+
+        def _serve() -> None:
+            # uvicorn exits when it cannot bind; the loop below reports it
+            with contextlib.suppress(SystemExit):
+                server.run()
+
+        thread = threading.Thread(target=_serve, name="argus-api", daemon=True)
         thread.start()
         while not server.started and thread.is_alive() and not stop.is_set():
             time.sleep(0.1)
@@ -132,7 +163,7 @@ def run_up(settings: Settings, keep_ray: bool = False, say: object = print) -> i
         client.disconnect()
         if head.started_by_us and not keep_ray:
             emit("argus: stopping the Ray head it started (pass --keep-ray to keep it)")
-            stop_local_head()
+            ray.stop_head()
         RunState.path(settings).unlink(missing_ok=True)
 
 

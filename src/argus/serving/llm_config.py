@@ -14,6 +14,13 @@ from typing import Any
 from argus.config import EngineMode
 
 INGRESS_DEPLOYMENT = "OpenAiIngress"
+# Adding or removing a model replaces the ingress replica (it holds one handle per
+# model). Serve force-kills the old replica after its graceful shutdown timeout, 20 s
+# by default, failing the requests still streaming through it; measured here: a chat
+# took 40 s on two busy cores while a second engine started, and failed with a 500.
+# Generous timeouts let in-flight requests finish. Not part of any code version.
+INGRESS_GRACEFUL_SHUTDOWN_S = 600
+LLM_GRACEFUL_SHUTDOWN_S = 300
 
 
 @dataclass(frozen=True)
@@ -52,7 +59,10 @@ def build_llm_config(
             "model_id": model_id,
             "model_source": resolved_spec["model_source"],
         },
-        "deployment_config": {"num_replicas": int(resolved_spec["num_replicas"])},
+        "deployment_config": {
+            "num_replicas": int(resolved_spec["num_replicas"]),
+            "graceful_shutdown_timeout_s": LLM_GRACEFUL_SHUTDOWN_S,
+        },
         "engine_kwargs": engine_kwargs,
         "runtime_env": {"env_vars": {**runtime_env_defaults(engine), **(runtime_env_vars or {})}},
     }

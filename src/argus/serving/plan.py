@@ -32,6 +32,9 @@ from argus.serving.states import ServeState, Trigger
 # concludes the cluster lost it (Serve lists a deployment a few seconds after apply).
 APPLY_GRACE_S = 30.0
 ERROR_SUMMARY_LIMIT = 1000
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_ERROR_LINE = re.compile(r"^[\w.]*(Error|Exception|Exit)\b[^:]*:")
+_PYDANTIC_TAIL = re.compile(r"\s*\[type=.*$")
 
 
 @dataclass(frozen=True)
@@ -83,14 +86,26 @@ class Plan:
 
 
 def summarize_error(message: str) -> str:
-    """A readable one-liner from Serve's (often traceback-long) failure message."""
-    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+    """A readable line from Serve's (often traceback-long) failure message.
+
+    The last exception line is the engine's reason; a pydantic-style error continues
+    on the lines below it, which are kept (without the `[type=...]` noise).
+    """
+    plain = _ANSI.sub("", message)
+    lines = [ln.strip() for ln in plain.splitlines() if ln.strip()]
     if not lines:
         return "the deployment failed without a message; see the Ray Serve logs"
-    errors = [ln for ln in lines if re.match(r"^[\w.]*(Error|Exception|Exit)\b[^:]*:", ln)]
-    core = errors[-1] if errors else lines[-1]
+    error_at = [i for i, ln in enumerate(lines) if _ERROR_LINE.match(ln)]
+    at = error_at[-1] if error_at else len(lines) - 1
+    core = [lines[at]]
+    for ln in lines[at + 1 : at + 3]:
+        if ln.startswith(("File ", "Traceback", "For further information")):
+            break
+        core.append(_PYDANTIC_TAIL.sub("", ln))
+    text = ": ".join(core)
     head = lines[0]
-    text = core if head == core or len(head) > 200 else f"{head} ... {core}"
+    if at != 0 and len(head) <= 200:
+        text = f"{head} ... {text}"
     return text[:ERROR_SUMMARY_LIMIT]
 
 

@@ -259,6 +259,15 @@ def _pydantic_errors(e: ValidationError) -> list[FieldError]:
             msg = f"must be a string, got {err['input']!r}"
         elif kind == "bool_type":
             msg = f"must be true or false, got {err['input']!r}"
+        elif kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+            words = {
+                "greater_than_equal": "at least",
+                "greater_than": "more than",
+                "less_than_equal": "at most",
+                "less_than": "less than",
+            }[kind]
+            bound = next(iter((err.get("ctx") or {}).values()), "")
+            msg = f"must be {words} {bound}, got {err['input']!r}"
         else:
             msg = err["msg"].removeprefix("Value error, ")
         out.append(FieldError(field, msg))

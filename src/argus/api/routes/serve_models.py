@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from argus.api.deps import Admin, Caller, Ctx
+from argus.demo import DEMO_SPEC_YAML
 from argus.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from argus.serving import control
 from argus.store import serving as store
@@ -16,13 +17,7 @@ from argus.views import event_view, model_view, resolved_spec_yaml
 router = APIRouter(prefix="/api/v2/serve", tags=["serving"])
 
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
-EXAMPLE_SPEC = """model_id: smol
-model_source: $HOME/common/hf/SmolLM2-135M-Instruct
-num_replicas: 1
-gpus_per_replica: 1
-engine_kwargs:
-  max_model_len: 2048
-"""
+EXAMPLE_SPEC = DEMO_SPEC_YAML
 
 
 async def _read_yaml_body(request: Request) -> str:

@@ -1,0 +1,222 @@
+"""Rendering: the Jinja2 environment, one `render()` for every page, the error page.
+
+Also the small pure helpers the templates lean on: time formatting, where a spec
+field sits in the YAML text (to put its error next to it), whether a page should
+keep refreshing, the copy-ready client examples.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from fastapi import Request
+from starlette.responses import HTMLResponse
+
+from argus import __version__
+from argus.serving.states import ServeState
+from argus.ui.session import UiSession, clear_flash, read_flash
+
+TEMPLATES_DIR = Path(__file__).parent / "templates"
+STATIC_DIR = Path(__file__).parent / "static"
+REFRESH_MS = 2000
+
+# Everything the pages need is served from /ui/static: no inline script, no CDN.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+class PageError(Exception):
+    """Answer with the error page (403, 404, 409 ...) instead of the one asked for."""
+
+    def __init__(
+        self, status: int, title: str, message: str, session: UiSession | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.title = title
+        self.message = message
+        self.session = session
+
+
+def format_time(value: str | datetime | None) -> str:
+    """'2026-11-28 12:03:10 UTC' from an ISO string or a datetime; '' for None."""
+    if value is None or value == "":
+        return ""
+    when = datetime.fromisoformat(value) if isinstance(value, str) else value
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["when"] = format_time
+    env.globals["version"] = __version__
+    return env
+
+
+ENV = _environment()
+
+
+def render(
+    request: Request,
+    template: str,
+    context: Mapping[str, Any],
+    *,
+    session: UiSession | None,
+    status: int = 200,
+    refresh: bool = False,
+) -> HTMLResponse:
+    """A page with the layout's context (who, the csrf value, a flash note) and safe headers."""
+    flash = read_flash(request)
+    body = ENV.get_template(template).render(
+        {
+            "session": session,
+            "csrf": session.csrf if session else "",
+            "flash": flash,
+            "refresh_ms": REFRESH_MS if refresh else 0,
+            "section": "",
+            "replace_url": "",
+            "path": request.url.path,
+            **context,
+        }
+    )
+    response = HTMLResponse(body, status_code=status, headers=SECURITY_HEADERS)
+    if flash is not None:
+        clear_flash(response)
+    return response
+
+
+def error_page(request: Request, exc: PageError) -> HTMLResponse:
+    return render(
+        request,
+        "error.html",
+        {"title": exc.title, "message": exc.message, "status": exc.status},
+        session=exc.session,
+        status=exc.status,
+    )
+
+
+# -- helpers the templates use ------------------------------------------------
+def needs_refresh(model: Mapping[str, Any]) -> bool:
+    """Something will change without the user: a transition, or replicas catching up."""
+    state = ServeState(model["state"])
+    if not state.is_settled:
+        return True
+    if state is ServeState.RUNNING:
+        return bool(
+            model["ready_replicas"] != model["target_replicas"]
+            or model["generation"] != model["observed_generation"]
+        )
+    return False
+
+
+def any_needs_refresh(models: Iterable[Mapping[str, Any]]) -> bool:
+    return any(needs_refresh(m) for m in models)
+
+
+_KEY_RE = re.compile(r"^(\s*)([A-Za-z0-9_.-]+)\s*:")
+
+
+def locate_field(text: str, field: str) -> int | None:
+    """The 0-based line where a dotted field's key is written in YAML text, if found.
+
+    Only a display aid for putting an error next to its line: a simple scan for
+    `key:` at increasing indentation, never a second parser or a second validator.
+    """
+    parts = field.split(".")
+    lines = text.split("\n")
+    start, indent = 0, -1
+    found: int | None = None
+    for part in parts:
+        found = None
+        for i in range(start, len(lines)):
+            m = _KEY_RE.match(lines[i])
+            if m is None:
+                continue
+            width = len(m.group(1))
+            if width <= indent:
+                break  # left the parent mapping
+            if m.group(2) == part and (indent >= 0 or width == 0):
+                found, start, indent = i, i + 1, width
+                break
+        if found is None:
+            return None
+    return found
+
+
+def annotate_spec(
+    text: str, details: Iterable[Mapping[str, str]]
+) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """The spec's lines, each with the errors of the field written there; and the rest."""
+    shown = text.split("\n")
+    if len(shown) > 1 and shown[-1] == "":
+        shown.pop()  # the line break that ends the last line opens no new one
+    lines: list[dict[str, Any]] = [
+        {"number": i + 1, "text": line, "errors": []} for i, line in enumerate(shown)
+    ]
+    unplaced: list[dict[str, str]] = []
+    for d in details:
+        where = locate_field(text, d["field"])
+        err = {"field": d["field"], "message": d["message"]}
+        if where is None:
+            unplaced.append(err)
+        else:
+            lines[where]["errors"].append(err)
+    return lines, unplaced
+
+
+def client_examples(base_url: str, model_id: str) -> dict[str, str]:
+    body = json.dumps(
+        {"model": model_id, "messages": [{"role": "user", "content": "Hello! Who are you?"}]}
+    )
+    curl = (
+        f"curl {base_url}/chat/completions \\\n"
+        "  -H 'Content-Type: application/json' \\\n"
+        f"  -d '{body}'"
+    )
+    python = (
+        "from openai import OpenAI\n\n"
+        f'client = OpenAI(base_url="{base_url}", api_key="unused")  # no auth on this endpoint\n'
+        "reply = client.chat.completions.create(\n"
+        f'    model="{model_id}",\n'
+        '    messages=[{"role": "user", "content": "Hello! Who are you?"}],\n'
+        ")\n"
+        "print(reply.choices[0].message.content)\n"
+    )
+    return {"curl": curl, "python": python}
+
+
+def resources(values: Mapping[str, Any], key: str) -> str:
+    """A resource amount for a table cell: '16', '0.5'; a resource Ray does not list is 0."""
+    number = float(values.get(key) or 0)
+    return str(int(number)) if number.is_integer() else f"{number:g}"
+
+
+def compact(value: Any) -> str:
+    """An event payload value for a timeline line: text as is, anything else as JSON."""
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+ENV.filters["resource"] = resources
+ENV.filters["compact"] = compact

@@ -1,0 +1,92 @@
+"""The private hook argus relies on: `serve.run` keeps each deployment's `_version`.
+
+If a Ray upgrade renames or stops honouring `Deployment._version`, every apply would
+restart every model's replicas; this test (and the replica-pid checks in
+test_serving.py) fails first.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from argus.cluster.ray_client import pin_versions
+from argus.config import EngineMode
+from argus.serving.llm_config import (
+    INGRESS_DEPLOYMENT,
+    LLM_GRACEFUL_SHUTDOWN_S,
+    EngineSettings,
+    build_llm_config,
+    deployment_name,
+    ingress_version,
+    llm_server_version,
+)
+from tests.e2e.conftest import Stack
+
+pytestmark = pytest.mark.e2e
+
+
+def test_built_app_keeps_the_pinned_versions(stack: Stack) -> None:
+    import ray
+    from ray.serve._private.build_app import build_app
+    from ray.serve.llm import LLMConfig, build_openai_app
+
+    engine = EngineSettings(EngineMode.CPU, None, 1, "/hf")
+    spec = {
+        "model_id": "x",
+        "model_source": "/m",
+        "num_replicas": 2,
+        "gpus_per_replica": 1,
+        "engine_kwargs": {},
+    }
+    configs = {m: build_llm_config(m, spec, engine) for m in ("u-1-a", "u-1-Qwen2.5")}
+    try:
+        app = build_openai_app(
+            {"llm_configs": [LLMConfig.model_validate(c) for c in configs.values()]}
+        )
+        pin_versions(app, {m: llm_server_version(c) for m, c in configs.items()})
+        built = build_app(app, name="argus-llm", make_deployment_handle=lambda d, a: None)
+        versions = {d.name: d._version for d in built.deployments}
+        assert versions == {
+            deployment_name("u-1-a"): llm_server_version(configs["u-1-a"]),
+            deployment_name("u-1-Qwen2.5"): llm_server_version(configs["u-1-Qwen2.5"]),
+            INGRESS_DEPLOYMENT: ingress_version(list(configs)),
+        }
+        for d in built.deployments:
+            if d.name != INGRESS_DEPLOYMENT:
+                assert d._deployment_config.num_replicas == 2
+                assert d._deployment_config.graceful_shutdown_timeout_s == LLM_GRACEFUL_SHUTDOWN_S
+    finally:
+        ray.shutdown()
+
+
+def test_ray_serve_client_reports_the_live_app(stack: Stack) -> None:
+    import ray
+
+    from argus.cluster.ray_client import ApplyError, RayServeClient
+    from argus.cluster.serve_client import ModelDeployment
+    from argus.runtime.head import find_local_head
+
+    address = find_local_head()
+    assert address is not None
+    port = int(stack.openai_url.split(":")[2].split("/")[0])
+    client = RayServeClient(address, "127.0.0.1", port, "HeadOnly")
+    try:
+        with pytest.raises(RuntimeError, match="not connected"):
+            client.ping()
+        client.ensure_serve()  # Serve already runs: a no-op
+        client.ping()
+        assert client.cluster_resources()["CPU"] == 16.0
+        observed = client.observe("argus-llm")
+        assert observed.app_status == "RUNNING"
+        assert observed.deployments[INGRESS_DEPLOYMENT].status == "HEALTHY"
+        (node,) = observed.nodes
+        assert node.total["CPU"] == 16.0 and node.available["CPU"] < 16.0
+        assert not any("_group_" in k for k in node.available)
+        assert client.observe("no-such-app").app_status is None
+        with pytest.raises(ApplyError) as e:
+            client.apply("argus-llm", [ModelDeployment("bad", {"model_loading_config": 5})])
+        assert e.value.model_id == "bad"
+        assert client.observe("argus-llm").app_status == "RUNNING"  # untouched
+    finally:
+        client.disconnect()
+    assert not ray.is_initialized()

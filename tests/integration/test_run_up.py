@@ -1,0 +1,146 @@
+"""`argus up` and `argus down` in-process: a fake ServeClient and a pretend Ray head."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from argus.cluster.fake import FakeServeClient
+from argus.config import Settings
+from argus.runtime.head import LocalHead
+from argus.runtime.server import RayHooks, RunState, run_down, run_up
+from tests.conftest import make_settings
+from tests.e2e.conftest import free_port
+
+pytestmark = pytest.mark.integration
+
+
+class PretendHead:
+    def __init__(self, started: bool) -> None:
+        self.started, self.stopped = started, False
+
+    def start(self, num_cpus: int, dashboard_host: str) -> LocalHead:
+        return LocalHead("127.0.0.1:6379", started_by_us=self.started)
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+@pytest.fixture
+def restore_signals() -> Iterator[None]:
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for s, h in saved.items():
+        signal.signal(s, h)
+
+
+def _up_until_ready_then_sigterm(
+    settings: Settings, hooks: RayHooks, keep_ray: bool = False
+) -> tuple[int, list[str], dict[str, str]]:
+    lines: list[str] = []
+    seen: dict[str, str] = {}
+
+    def stopper() -> None:
+        deadline = time.monotonic() + 30
+        url = f"http://127.0.0.1:{settings.server.port}"
+        while time.monotonic() < deadline:
+            try:
+                r = httpx.get(f"{url}/readyz", timeout=2)
+                if r.status_code == 200:
+                    seen["readyz"] = r.text
+                    seen["status"] = httpx.get(
+                        f"{url}/api/v2/serve/status",
+                        headers={"Authorization": f"Bearer {settings.admin_token}"},
+                    ).text
+                    seen["pidfile"] = RunState.path(settings).read_text()
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=stopper, daemon=True).start()
+    code = run_up(settings, keep_ray=keep_ray, say=lines.append, ray=hooks)
+    return code, lines, seen
+
+
+@pytest.mark.usefixtures("restore_signals")
+@pytest.mark.parametrize("keep_ray", [False, True])
+def test_up_serves_until_sigterm_then_cleans_up(tmp_path: Path, keep_ray: bool) -> None:
+    settings = make_settings(
+        tmp_path / "data", ARGUS_PORT=str(free_port()), ARGUS_RECONCILE_INTERVAL_S="0.05"
+    )
+    head, fake = PretendHead(started=True), FakeServeClient()
+    hooks = RayHooks(client=lambda address, s: fake, start_head=head.start, stop_head=head.stop)
+    code, lines, seen = _up_until_ready_then_sigterm(settings, hooks, keep_ray)
+    assert code == 0
+    assert '"ray":"ok"' in seen["readyz"]
+    assert '"reconciler"' in seen["status"]
+    assert str(os.getpid()) in seen["pidfile"]
+    out = "\n".join(lines)
+    assert "Ray head started at 127.0.0.1:6379" in out
+    assert f"UI:              http://127.0.0.1:{settings.server.port}/ui" in out
+    assert "OpenAI base URL: http://127.0.0.1:8000/v1" in out
+    assert fake.serve_started is False  # disconnected on the way out
+    assert head.stopped is (not keep_ray)
+    assert not RunState.path(settings).exists()
+
+
+@pytest.mark.usefixtures("restore_signals")
+def test_up_leaves_a_head_it_found(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "data", ARGUS_PORT=str(free_port()))
+    head = PretendHead(started=False)
+    hooks = RayHooks(
+        client=lambda a, s: FakeServeClient(), start_head=head.start, stop_head=head.stop
+    )
+    code, lines, _ = _up_until_ready_then_sigterm(settings, hooks)
+    assert code == 0 and not head.stopped
+    assert any("Ray head found" in line for line in lines)
+
+
+@pytest.mark.usefixtures("restore_signals")
+def test_up_with_a_busy_port_says_so(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        settings = make_settings(
+            tmp_path / "data", ARGUS_PORT=str(port), ARGUS_RAY_ADDRESS="127.0.0.1:6379"
+        )
+        lines: list[str] = []
+        hooks = RayHooks(client=lambda a, s: FakeServeClient())
+        assert run_up(settings, say=lines.append, ray=hooks) == 1
+    assert any("could not start" in line for line in lines)
+    assert any("connecting to the Ray cluster at 127.0.0.1:6379" in line for line in lines)
+
+
+def test_down_stops_a_running_argus(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "data")
+    settings.data_path.mkdir(parents=True)
+    proc = subprocess.Popen(["sleep", "60"])
+    RunState(proc.pid, started_ray=False, keep_ray=False).write(settings)
+    try:
+        assert run_down(settings, timeout_s=10) == f"argus (pid {proc.pid}) stopped"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_down_with_a_stale_pid_file(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "data")
+    settings.data_path.mkdir(parents=True)
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    RunState(proc.pid, started_ray=False, keep_ray=False).write(settings)
+    assert "removed its stale pid file" in run_down(settings)
+    assert not RunState.path(settings).exists()
