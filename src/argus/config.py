@@ -22,6 +22,7 @@ ENV_OVERRIDES: dict[str, str] = {
     "ARGUS_HOST": "server.host",
     "ARGUS_PORT": "server.port",
     "ARGUS_PUBLIC_HOST": "server.public_host",
+    "ARGUS_METRICS_PUBLIC": "server.metrics_public",
     "ARGUS_DATABASE_URL": "database.url",
     "ARGUS_STORAGE_ROOT": "storage.root",
     "ARGUS_RAY_ADDRESS": "ray.address",
@@ -54,6 +55,9 @@ class ServerSettings(_Section):
     port: int = Field(8080, ge=1, le=65535, description="Port of the API and UI.")
     public_host: str = Field(
         "127.0.0.1", description="Host name users reach argus and Serve by (used in URLs shown)."
+    )
+    metrics_public: bool = Field(
+        False, description="Serve /metrics without a token (a scraper on a trusted network)."
     )
 
 

@@ -75,7 +75,7 @@ def test_deploy_watch_try_scale_and_delete(page: Page, live: LiveArgus) -> None:
     page.fill("#spec", bad)
     page.click(".spec-form button[type=submit]")
     error = page.locator('.field-error[data-field="num_replicas"]')
-    expect(error).to_contain_text("greater than or equal to 1")
+    expect(error).to_contain_text("must be at least 1, got 0")
     expect(page.locator(".spec-line.has-error")).to_have_text(re.compile(r"num_replicas: 0"))
     expect(page.locator("#spec")).to_have_value(bad)
     screenshot(page, "deploy-error")

@@ -11,6 +11,7 @@ from tests.integration.conftest import Api
 
 pytestmark = pytest.mark.integration
 OPEN = {"/healthz", "/readyz"}
+ADMIN_OUTSIDE_API = {"/metrics"}  # admin token unless server.metrics_public
 
 
 def _routes(api: Api) -> list[tuple[str, str]]:
@@ -39,4 +40,11 @@ def test_only_health_routes_are_outside_the_api(api: Api) -> None:
         for r in api.client.app.routes  # type: ignore[attr-defined]
         if isinstance(r, APIRoute) and not r.path.startswith(("/api/", "/ui"))
     }
-    assert others == OPEN
+    assert others == OPEN | ADMIN_OUTSIDE_API
+
+
+def test_metrics_needs_a_token_by_default(api: Api) -> None:
+    for path in ADMIN_OUTSIDE_API:
+        r = api.client.get(path)
+        assert r.status_code == 401, path
+        assert r.json()["error"]["code"] == "unauthorized"

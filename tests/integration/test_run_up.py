@@ -127,13 +127,26 @@ def test_up_with_a_busy_port_says_so(tmp_path: Path) -> None:
 def test_down_stops_a_running_argus(tmp_path: Path) -> None:
     settings = make_settings(tmp_path / "data")
     settings.data_path.mkdir(parents=True)
-    proc = subprocess.Popen(["sleep", "60"])
+    proc = subprocess.Popen(["python3", "-c", "import time; time.sleep(60)", "argus-standin"])
     RunState(proc.pid, started_ray=False, keep_ray=False).write(settings)
     try:
         assert run_down(settings, timeout_s=10) == f"argus (pid {proc.pid}) stopped"
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_down_never_signals_a_reused_pid(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "data")
+    settings.data_path.mkdir(parents=True)
+    other = subprocess.Popen(["sleep", "60"])  # not argus: the pid was reused
+    RunState(other.pid, started_ray=False, keep_ray=False).write(settings)
+    try:
+        assert "removed its stale pid file" in run_down(settings)
+        assert other.poll() is None  # untouched
+    finally:
+        other.kill()
+        other.wait()
 
 
 def test_down_with_a_stale_pid_file(tmp_path: Path) -> None:

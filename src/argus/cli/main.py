@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -23,7 +24,8 @@ app = typer.Typer(
 )
 models_app = typer.Typer(help="Models: prepare the demo model.", no_args_is_help=True)
 admin_app = typer.Typer(
-    help="Administer users and tokens (needs the admin token).", no_args_is_help=True
+    help="Administer users and tokens (needs the admin token); back up and restore the database.",
+    no_args_is_help=True,
 )
 user_app = typer.Typer(help="Create, list, disable users.", no_args_is_help=True)
 token_app = typer.Typer(help="Issue and revoke tokens.", no_args_is_help=True)
@@ -196,6 +198,78 @@ def token_revoke(token_id: str, offline: Offline = False) -> None:
             lambda db: accounts.revoke_token(db, token_id, _now()),
         )
     )
+
+
+@admin_app.command("backup")
+def admin_backup(
+    path: Annotated[Path, typer.Argument(help="The backup file to write.")],
+    force: Annotated[bool, typer.Option("--force", help="Overwrite PATH if it exists.")] = False,
+) -> None:
+    """Copy the SQLite database to PATH: a consistent snapshot, safe while argus runs."""
+    from argus.store.backup import BackupError, backup_database
+
+    settings = _settings()
+    try:
+        result = backup_database(
+            settings.database_url,
+            path,
+            force=force,
+            timeout_s=settings.database.busy_timeout_ms / 1000,
+        )
+    except BackupError as e:
+        _fail(str(e))
+        return
+    typer.echo(
+        f"backed up the database to {result.path} ({result.size_bytes} bytes, "
+        f"{result.facts.users} users, {sum(result.facts.models.values())} models, "
+        f"schema {result.facts.revision}) in {result.seconds:.2f} s"
+    )
+
+
+@admin_app.command("restore")
+def admin_restore(
+    path: Annotated[Path, typer.Argument(help="A file written by `argus admin backup`.")],
+) -> None:
+    """Replace the database with a backup (argus must be stopped), then migrate it.
+
+    The replaced database is kept beside it as <db>.before-restore-<time>. The next
+    `argus up` brings Ray Serve to the restored models.
+    """
+    from argus.runtime.server import running_pid
+    from argus.store.backup import BackupError, restore_database
+
+    settings = _settings()
+    try:
+        result = restore_database(
+            settings.database_url,
+            path,
+            argus_pid=running_pid(settings),
+            timeout_s=settings.database.busy_timeout_ms / 1000,
+        )
+    except BackupError as e:
+        _fail(str(e))
+        return
+    models = ", ".join(f"{n} {state}" for state, n in sorted(result.facts.models.items()))
+    if result.previous is not None:
+        typer.echo(f"kept the replaced database as {result.previous}")
+    typer.echo(
+        f"restored {path} into {result.database} (schema {result.restored_revision} -> "
+        f"{result.facts.revision}; {result.facts.users} users; models: {models or 'none'}) "
+        f"in {result.seconds:.2f} s"
+    )
+    typer.echo("start argus (`argus up`): it deploys the restored models and removes the others")
+
+
+@app.command()
+def doctor() -> None:
+    """Check that argus can run here: config, Ray, engine, GPUs, storage, ports."""
+    from argus.runtime.doctor import exit_code, run_checks
+
+    checks = []
+    for check in run_checks(load_settings):
+        checks.append(check)
+        typer.echo(check.line())
+    raise typer.Exit(exit_code(checks))
 
 
 def _user_call(fn: Callable[[ApiClient], T]) -> T:

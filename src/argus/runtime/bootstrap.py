@@ -85,7 +85,8 @@ def build_context(
     status: StatusView | None = None,
     db: Database | None = None,
 ) -> AppContext:
-    settings.data_path.mkdir(parents=True, exist_ok=True)
+    # 0700: the data directory holds the database (token hashes) and the admin token.
+    settings.data_path.mkdir(mode=0o700, parents=True, exist_ok=True)
     storage_root = ensure_storage(settings)
     admin = ensure_admin_token(settings)
     database = db if db is not None else open_database(settings)

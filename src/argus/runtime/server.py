@@ -98,7 +98,7 @@ def run_up(
     say: Callable[[str], object] = print,
     ray: RayHooks = REAL_RAY,
 ) -> int:
-    settings.data_path.mkdir(parents=True, exist_ok=True)
+    settings.data_path.mkdir(mode=0o700, parents=True, exist_ok=True)
     emit = say
     if settings.ray.address:
         head = LocalHead(settings.ray.address, started_by_us=False)
@@ -180,12 +180,30 @@ def _alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] != "Z"
 
 
+def _is_argus(pid: int) -> bool:
+    """The pid still belongs to an argus process (a stale pid file may name a reused pid)."""
+    try:
+        return b"argus" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # no /proc to ask: trust the pid file
+
+
+def running_pid(settings: Settings) -> int | None:
+    """The pid of the `argus up` whose pid file is in the data directory, if it still runs."""
+    state = RunState.read(settings)
+    if state is None or not _alive(state.pid) or not _is_argus(state.pid):
+        return None
+    return state.pid
+
+
 def run_down(settings: Settings, timeout_s: float = 120.0) -> str:
     """Signal a running `argus up` to stop, and wait for it; returns what happened."""
     state = RunState.read(settings)
     if state is None:
         return "argus is not running (no pid file in the data directory)"
     try:
+        if not _is_argus(state.pid):
+            raise ProcessLookupError(state.pid)
         os.kill(state.pid, signal.SIGTERM)
     except ProcessLookupError:
         RunState.path(settings).unlink(missing_ok=True)

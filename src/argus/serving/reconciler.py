@@ -51,6 +51,7 @@ class Reconciler:
     last_tick: TickReport | None = None
     ticks: int = 0
     errors: int = 0
+    _observers: list[Callable[[TickReport], None]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _serve_ready: bool = False
@@ -69,7 +70,16 @@ class Reconciler:
         report.seconds = self.monotonic() - started
         self.ticks += 1
         self.last_tick = report
+        for observer in tuple(self._observers):
+            try:
+                observer(report)
+            except Exception:  # an observer (metrics) must never stop the loop
+                log.exception("a tick observer failed")
         return report
+
+    def add_tick_observer(self, observer: Callable[[TickReport], None]) -> None:
+        """Call `observer` with every tick's report (metrics record durations this way)."""
+        self._observers.append(observer)
 
     def _tick(self) -> Plan:
         if not self._serve_ready:
