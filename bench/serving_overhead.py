@@ -64,6 +64,26 @@ def latencies(base: str, model: str, n: int = 50) -> list[float]:
     return out
 
 
+def settle(limit_s: float = 120) -> None:
+    """Wait until no vLLM engine process is left, so the next run has both cores."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline and _engine_processes():
+        time.sleep(1)
+    time.sleep(5)
+
+
+def _engine_processes() -> list[str]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        if "(VLLM::" in text and text.rpartition(")")[2].split()[0] != "Z":
+            found.append(stat.parent.name)
+    return found
+
+
 def p(values: list[float], q: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, int(q * len(s)))]
@@ -100,6 +120,7 @@ def main() -> int:
         bare_deploy = first_completion(f"http://127.0.0.1:{serve_port}/bare/v1", "bare-smol", t0)
         serve.delete("bench-bare")
         ray.shutdown()
+        settle()
 
         # 1b. argus: POST to first completion
         api_port = 18080
@@ -135,6 +156,8 @@ def main() -> int:
         while httpx.get(f"{api}/api/v2/serve/models/{posted['model_key']}",
                         headers=auth).json()["model"]["state"] != "DELETED":
             time.sleep(1)
+
+        settle()
 
         # 2b. bare vllm serve of the same model and engine settings
         vllm_port = 18001

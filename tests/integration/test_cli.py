@@ -149,3 +149,9 @@ def test_serve_commands_as_a_user(env: dict[str, str], server: None, tmp_path: P
     assert code == 1 and "outside your model folders" in out
     code, out = run(user_env, "serve", "get", "nope")
     assert code == 1 and "no model with key" in out
+
+
+def test_a_new_data_directory_is_private(env: dict[str, str]) -> None:
+    code, out = run(env, "admin", "user", "list", "--offline")
+    assert code == 0, out
+    assert Path(env["ARGUS_DATA_DIR"]).stat().st_mode & 0o777 == 0o700

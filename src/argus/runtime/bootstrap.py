@@ -45,6 +45,8 @@ def ensure_admin_token(settings: Settings) -> AdminToken:
 
 
 def ensure_storage(settings: Settings) -> Path:
+    # 0700: the data directory holds the database (token hashes) and the admin token.
+    settings.data_path.mkdir(mode=0o700, parents=True, exist_ok=True)
     root = settings.storage_root
     for sub in ("hf", "datasets", "users"):
         (root / sub).mkdir(parents=True, exist_ok=True)

@@ -75,7 +75,7 @@ def alembic_config(conn: Connection | None = None) -> Config:
 def _ensure_sqlite_parent(url: str) -> None:
     prefix = "sqlite:///"
     if url.startswith(prefix) and ":memory:" not in url:
-        Path(url[len(prefix) :]).parent.mkdir(parents=True, exist_ok=True)
+        Path(url[len(prefix) :]).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
 def _install_sqlite_hooks(engine: Engine, busy_timeout_ms: int) -> None:
