@@ -8,16 +8,13 @@ An OpenAI stand-in on another port answers the "try it" box.
 
 from __future__ import annotations
 
-import json
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 import uvicorn
@@ -32,6 +29,7 @@ from argus.demo import DEMO_MODEL_DIRNAME
 from argus.runtime.bootstrap import build_context, build_reconciler
 from argus.serving.reconciler import Reconciler
 from tests.conftest import make_model_folder, make_settings
+from tests.openai_stub import FakeOpenAI
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -50,40 +48,6 @@ WIDE = {"width": 1280, "height": 860}
 NARROW = {"width": 420, "height": 900}
 
 expect.set_options(timeout=15_000)
-
-
-class FakeOpenAI:
-    """Serve's OpenAI endpoint, stood in for on a real port: one fixed answer."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("content-length", "0"))
-                outer.requests.append(json.loads(self.rfile.read(length)))
-                body = json.dumps(
-                    {"choices": [{"message": {"role": "assistant", "content": ANSWER}}]}
-                ).encode()
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
 
 
 @dataclass
@@ -105,7 +69,7 @@ class LiveArgus:
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveArgus]:
-    openai = FakeOpenAI()
+    openai = FakeOpenAI(ANSWER)
     settings = make_settings(
         tmp_path_factory.mktemp("argus") / "data",
         ARGUS_RECONCILE_INTERVAL_S="0.2",

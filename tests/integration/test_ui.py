@@ -7,12 +7,9 @@ user sees: the status, where a redirect goes, what the page says, what changed.
 from __future__ import annotations
 
 import html
-import json
 import re
-import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -27,6 +24,7 @@ from argus.store import serving as store
 from argus.ui.pages import locate_field, needs_refresh
 from tests.conftest import ADMIN_TOKEN, make_model_folder, spec_yaml
 from tests.integration.conftest import Api
+from tests.openai_stub import FakeOpenAI
 
 pytestmark = pytest.mark.integration
 
@@ -603,42 +601,6 @@ def test_the_cluster_page_before_and_after_the_reconciler_looked(api: Api) -> No
 
 
 # -- try it ----------------------------------------------------------------------------------
-class FakeOpenAI:
-    """A stand-in for Serve's OpenAI endpoint on a real port: records, answers."""
-
-    def __init__(self, answer: str = "The capital of France is Paris.") -> None:
-        self.requests: list[dict[str, Any]] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("content-length", "0"))
-                outer.requests.append(
-                    {"path": self.path, "body": json.loads(self.rfile.read(length))}
-                )
-                body = json.dumps(
-                    {"choices": [{"message": {"role": "assistant", "content": answer}}]}
-                ).encode()
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
-
-
 @pytest.fixture
 def openai_stub() -> Iterator[FakeOpenAI]:
     stub = FakeOpenAI()
