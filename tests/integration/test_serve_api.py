@@ -250,6 +250,14 @@ def test_openapi_documents_every_route_with_examples(api: Api) -> None:
     post = paths["/api/v2/serve/models"]["post"]
     assert "model_id: smol" in post["requestBody"]["content"]["application/yaml"]["example"]
     assert api.client.get("/docs").status_code == 200
+    for path in ("/api/v2/serve/models", "/api/v2/serve/models/{model_key}"):
+        for method, op in paths[path].items():
+            codes = [c for c in op["responses"] if c.startswith("2")]
+            examples = [
+                op["responses"][c].get("content", {}).get("application/json", {}).get("example")
+                for c in codes
+            ]
+            assert any(examples), (method, path)
 
 
 def test_public_host_shapes_the_base_url(api_factory: Callable[..., Api]) -> None:

@@ -18,6 +18,26 @@ router = APIRouter(prefix="/api/v2/serve", tags=["serving"])
 
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 EXAMPLE_SPEC = DEMO_SPEC_YAML
+EXAMPLE_MODEL: dict[str, Any] = {
+    "model_key": "mdl_5f2c0e8a9b1d3c4e7f60",
+    "model_id": "alice-202611281200-smol",
+    "model_id_suffix": "smol",
+    "user_id": "alice",
+    "state": "RUNNING",
+    "error_summary": None,
+    "generation": 2,
+    "observed_generation": 2,
+    "target_replicas": 2,
+    "ready_replicas": 2,
+    "gpus_per_replica": 1,
+    "model_source": "/private/hf/SmolLM2-135M-Instruct",
+    "created_at": "2026-11-28T12:00:05+00:00",
+    "updated_at": "2026-11-28T12:03:10+00:00",
+}
+
+
+def _example(status: int, body: Any) -> dict[int | str, dict[str, Any]]:
+    return {status: {"content": {"application/json": {"example": body}}}}
 
 
 async def _read_yaml_body(request: Request) -> str:
@@ -87,6 +107,10 @@ async def _in_thread(fn: Any, *args: Any) -> Any:
 @router.get(
     "/models",
     summary="List your models (the admin sees everyone's), newest update first",
+    responses=_example(
+        200,
+        {"items": [EXAMPLE_MODEL], "total": 1, "openai_base_url": "http://127.0.0.1:8000/v1"},
+    ),
 )
 def list_models(
     ctx: Ctx,
@@ -107,7 +131,35 @@ def list_models(
     return {"items": views, "total": total, "openai_base_url": ctx.settings.openai_base_url}
 
 
-@router.get("/models/{model_key}", summary="A model: state, resolved spec, events, Serve status")
+@router.get(
+    "/models/{model_key}",
+    summary="A model: state, resolved spec, events, Serve status",
+    responses=_example(
+        200,
+        {
+            "model": EXAMPLE_MODEL,
+            "resolved_spec_yaml": (
+                "model_id: smol\nmodel_source: /private/hf/SmolLM2-135M-Instruct\n"
+            ),
+            "events": [
+                {
+                    "id": 1,
+                    "time": "2026-11-28T12:00:05+00:00",
+                    "event_type": "CREATED",
+                    "payload": {"to": "QUEUED", "generation": 1},
+                },
+            ],
+            "serve_status": {
+                "deployment": "LLMServer:alice-202611281200-smol",
+                "application_status": "RUNNING",
+                "status": "HEALTHY",
+                "message": "",
+                "replicas": {"RUNNING": 2},
+            },
+            "openai_base_url": "http://127.0.0.1:8000/v1",
+        },
+    ),
+)
 def get_model(model_key: str, ctx: Ctx, caller: Caller) -> dict[str, Any]:
     model, events = control.get_with_events(ctx.serving, caller, model_key)
     return {
@@ -129,6 +181,7 @@ def get_model(model_key: str, ctx: Ctx, caller: Caller) -> dict[str, Any]:
             "content": {"application/json": {"example": {"num_replicas": 2}}},
         }
     },
+    responses=_example(202, EXAMPLE_MODEL),
 )
 async def patch_model(model_key: str, request: Request, ctx: Ctx, caller: Caller) -> JSONResponse:
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -146,7 +199,12 @@ async def patch_model(model_key: str, request: Request, ctx: Ctx, caller: Caller
     return JSONResponse(model_view(model), status_code=202)
 
 
-@router.delete("/models/{model_key}", status_code=202, summary="Delete a model (state DELETING)")
+@router.delete(
+    "/models/{model_key}",
+    status_code=202,
+    summary="Delete a model (state DELETING)",
+    responses=_example(202, {**EXAMPLE_MODEL, "state": "DELETING"}),
+)
 def delete_model(model_key: str, ctx: Ctx, caller: Caller) -> JSONResponse:
     model = control.delete(ctx.serving, caller, model_key, ctx.clock())
     return JSONResponse(model_view(model), status_code=202)
