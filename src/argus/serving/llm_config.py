@@ -99,15 +99,15 @@ def llm_server_version(llm_config: dict[str, Any]) -> str:
     place when only `deployment_config` does, so the count is left out of the hash.
     """
     without_count = {k: v for k, v in llm_config.items() if k != "deployment_config"}
-    return _digest(without_count)
+    return digest(without_count)
 
 
 def ingress_version(model_ids: list[str]) -> str:
     """The ingress changes only when the set of models it routes to changes."""
-    return _digest(sorted(model_ids))
+    return digest(sorted(model_ids))
 
 
-def _digest(value: Any) -> str:
+def digest(value: Any) -> str:
     blob = json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -23,6 +23,7 @@ from argus.serving.llm_config import (
     EngineSettings,
     build_llm_config,
     deployment_name,
+    digest,
     llm_server_version,
     replica_demand,
 )
@@ -127,9 +128,7 @@ def _free_resources(nodes: Sequence[NodeResources]) -> dict[str, dict[str, float
 
 
 def app_hash_of(app: Sequence[ModelDeployment]) -> str:
-    from argus.serving.llm_config import _digest
-
-    return _digest([[m.model_id, m.llm_config] for m in app])
+    return digest([[m.model_id, m.llm_config] for m in app])
 
 
 def plan(

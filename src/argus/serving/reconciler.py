@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from argus.cluster.serve_client import ServeClient, ServeObservation
 from argus.serving.llm_config import EngineSettings, deployment_name
@@ -221,8 +221,6 @@ def _moved_on(model: ServeModel, before: ModelRecord) -> bool:
 def _last_event_types(session: Any, keys: list[str]) -> dict[str, str]:
     if not keys:
         return {}
-    from sqlalchemy import func
-
     latest = (
         select(ServeEvent.model_key, func.max(ServeEvent.id).label("id"))
         .where(ServeEvent.model_key.in_(keys))
