@@ -72,6 +72,10 @@ class RayServeClient:
 
     def ensure_serve(self) -> None:
         """Start Serve (detached) with argus's HTTP options; a no-op when it runs."""
+        # Import Ray Serve LLM (and with it vLLM) now, at start-up, not inside the first
+        # apply: on a small machine the import takes seconds of CPU that the first
+        # model's start would otherwise wait for.
+        import ray.serve.llm  # noqa: F401
         from ray import serve
 
         self.connect()
