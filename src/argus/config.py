@@ -27,6 +27,7 @@ ENV_OVERRIDES: dict[str, str] = {
     "ARGUS_STORAGE_ROOT": "storage.root",
     "ARGUS_RAY_ADDRESS": "ray.address",
     "ARGUS_RAY_NUM_CPUS": "ray.num_cpus",
+    "ARGUS_RAY_DASHBOARD_URL": "ray.dashboard_url",
     "ARGUS_ENGINE": "serving.engine",
     "ARGUS_ACCELERATOR_TYPE": "serving.llm.accelerator_type",
     "ARGUS_SERVE_HOST": "serving.serve.http_host",
@@ -80,6 +81,14 @@ class RaySettings(_Section):
     )
     num_cpus: int = Field(16, ge=1, description="Logical CPUs of a local head (design D6).")
     dashboard_host: str = Field("127.0.0.1", description="Dashboard bind address of a local head.")
+    dashboard_url: str | None = Field(
+        None,
+        description="Ray's job submission API (the dashboard); default http://127.0.0.1:8265.",
+    )
+
+    @property
+    def jobs_url(self) -> str:
+        return self.dashboard_url or "http://127.0.0.1:8265"
 
 
 class ServeSettings(_Section):
@@ -106,6 +115,16 @@ class ServingSettings(_Section):
     llm: LLMSettings = LLMSettings()
 
 
+class TrainingSettings(_Section):
+    python: str | None = Field(
+        None,
+        description="Python that runs a task on the Ray nodes; default the one argus runs with.",
+    )
+    max_active_per_user: int = Field(
+        8, ge=1, description="Tasks a user may have QUEUED, SUBMITTED or RUNNING at once."
+    )
+
+
 class Settings(_Section):
     data_dir: Path = Field(Path("~/.argus"), description="Where argus keeps its state.")
     server: ServerSettings = ServerSettings()
@@ -113,6 +132,7 @@ class Settings(_Section):
     storage: StorageSettings = StorageSettings()
     ray: RaySettings = RaySettings()
     serving: ServingSettings = ServingSettings()
+    training: TrainingSettings = TrainingSettings()
     admin_token: str | None = Field(
         None, description=f"Admin token; from {ADMIN_TOKEN_ENV} only, never from a file."
     )
