@@ -30,6 +30,7 @@ ENV_OVERRIDES: dict[str, str] = {
     "ARGUS_RAY_DASHBOARD_URL": "ray.dashboard_url",
     "ARGUS_ENGINE": "serving.engine",
     "ARGUS_ACCELERATOR_TYPE": "serving.llm.accelerator_type",
+    "ARGUS_CPU_HOLDS_GPUS": "serving.llm.cpu_holds_gpus",
     "ARGUS_SERVE_HOST": "serving.serve.http_host",
     "ARGUS_SERVE_PORT": "serving.serve.http_port",
     "ARGUS_RECONCILE_INTERVAL_S": "serving.reconcile_interval_s",
@@ -103,6 +104,14 @@ class LLMSettings(_Section):
     )
     cpu_kvcache_space_gib: int = Field(
         1, ge=1, description="VLLM_CPU_KVCACHE_SPACE for each CPU engine."
+    )
+    cpu_holds_gpus: bool = Field(
+        False,
+        description=(
+            "CPU engine on nodes that declare logical GPUs (`ray start --num-gpus=N`): each "
+            "replica's bundles hold gpus_per_replica logical GPUs (and the accelerator type, "
+            "if set) as in gpu mode; for placement testing without GPUs. Ignored in gpu mode."
+        ),
     )
 
 

@@ -40,6 +40,16 @@ engine_kwargs:
   max_model_len: 2048
 """
 
+# The demo training task: a few steps of argus's sft workload on the shipped chat set.
+DEMO_TASK_YAML = f"""name: sft-smol
+workload: sft
+model_source: $HOME/common/hf/{DEMO_MODEL_DIRNAME}
+train_file: $HOME/common/datasets/demo-chat/train.jsonl
+nnodes: 1
+gpus_per_node: 0
+max_steps: 20
+"""
+
 MARKER_NAME = ".argus-demo-complete"
 
 # The model card's recommended sampling; vLLM applies generation_config.json's values to

@@ -46,3 +46,13 @@ def make_model_id(prefix: str, suffix: str) -> str:
 def new_model_key() -> str:
     """Opaque, unguessable, stable for the model's life."""
     return f"mdl_{secrets.token_hex(10)}"
+
+
+def new_task_id() -> str:
+    """Opaque and unguessable; it also names the task's folder and its Ray job."""
+    return f"tsk_{secrets.token_hex(8)}"
+
+
+def ray_job_id_for(task_id: str) -> str:
+    """The Ray job submission id of a task: fixed, so a restarted argus finds its job."""
+    return f"argus-{task_id}"

@@ -6,7 +6,8 @@ from typing import Any
 
 import yaml
 
-from argus.store.schema import ServeEvent, ServeModel, Token, User
+from argus.store.schema import ServeEvent, ServeModel, Task, TaskEvent, Token, User
+from argus.training.submission import checkpoint_source
 
 
 def user_view(user: User) -> dict[str, Any]:
@@ -47,7 +48,7 @@ def model_view(model: ServeModel) -> dict[str, Any]:
     }
 
 
-def event_view(event: ServeEvent) -> dict[str, Any]:
+def event_view(event: ServeEvent | TaskEvent) -> dict[str, Any]:
     return {
         "id": event.id,
         "time": event.time.isoformat(),
@@ -58,3 +59,32 @@ def event_view(event: ServeEvent) -> dict[str, Any]:
 
 def resolved_spec_yaml(model: ServeModel) -> str:
     return yaml.safe_dump(model.resolved_spec, sort_keys=False)
+
+
+def task_view(task: Task, checkpoint_ready: bool = False) -> dict[str, Any]:
+    spec = task.resolved_spec
+    return {
+        "task_id": task.task_id,
+        "name": task.name,
+        "user_id": task.user_id,
+        "workload": task.workload,
+        "state": task.state,
+        "error_summary": task.error_summary,
+        "ray_job_id": task.ray_job_id,
+        "nnodes": spec.get("nnodes", 1),
+        "gpus_per_node": spec.get("gpus_per_node", 0),
+        "cpus_per_node": spec.get("cpus_per_node", 1),
+        "cancel_requested": task.cancel_requested_at is not None,
+        "checkpoint": {
+            "model_source": checkpoint_source(task.task_id),
+            "ready": checkpoint_ready,
+        },
+        "created_at": task.created_at.isoformat(),
+        "updated_at": task.updated_at.isoformat(),
+        "started_at": task.started_at.isoformat() if task.started_at else None,
+        "finished_at": task.finished_at.isoformat() if task.finished_at else None,
+    }
+
+
+def task_spec_yaml(task: Task) -> str:
+    return yaml.safe_dump(task.resolved_spec, sort_keys=False)

@@ -55,7 +55,7 @@ def test_backup_then_restore(env: dict[str, str], tmp_path: Path) -> None:
     assert users(env) == ["admin", "alice", "bob"]
     code, out = run(env, "admin", "restore", str(backup))
     assert code == 0, out
-    assert "schema 0002 -> 0002" in out and "kept the replaced database as" in out
+    assert "schema 0003 -> 0003" in out and "kept the replaced database as" in out
     assert "argus up" in out
     assert users(env) == ["admin", "alice"]
 
@@ -104,7 +104,7 @@ def test_doctor_on_a_healthy_machine(env: dict[str, str], monkeypatch: pytest.Mo
     code, out = run(env, "doctor")
     assert code == 0, out
     lines = out.splitlines()
-    assert len(lines) == 10
+    assert len(lines) == 11
     assert all(line.startswith("ok    ") for line in lines), out
     assert "ok    ray           h:6379 reachable, Ray 2.60.0 (pinned 2.60.0)" in lines
 

@@ -227,3 +227,15 @@ def test_a_failing_tick_observer_never_stops_the_loop(
     assert seen == [report.seconds]  # the observers after the broken one still ran
     assert "a tick observer failed" in caplog.text
     assert value(scrape(api), "argus_reconcile_tick_seconds_count") == 1
+
+
+def test_tasks_by_state(api: Api) -> None:
+    alice = api.new_user("alice")
+    body = "name: t\nworkload: command\nentrypoint: 'true'\n"
+    headers = {**api.headers(alice), "Content-Type": "application/yaml"}
+    ids = [api.client.post("/api/v2/tasks", content=body, headers=headers).json() for _ in "ab"]
+    api.client.post(f"/api/v2/tasks/{ids[0]['task_id']}:cancel", headers=api.headers(alice))
+    samples = scrape(api)
+    assert value(samples, "argus_tasks", state="QUEUED") == 1
+    assert value(samples, "argus_tasks", state="CANCELED") == 1
+    assert value(samples, "argus_tasks", state="RUNNING") == 0

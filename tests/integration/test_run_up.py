@@ -128,9 +128,13 @@ def test_down_stops_a_running_argus(tmp_path: Path) -> None:
     settings = make_settings(tmp_path / "data")
     settings.data_path.mkdir(parents=True)
     proc = subprocess.Popen(["python3", "-c", "import time; time.sleep(60)", "argus-standin"])
+    cmdline = Path(f"/proc/{proc.pid}/cmdline")
+    deadline = time.monotonic() + 30
+    while b"argus-standin" not in cmdline.read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.05)  # until the child has exec'd: a busy machine takes its time
     RunState(proc.pid, started_ray=False, keep_ray=False).write(settings)
     try:
-        assert run_down(settings, timeout_s=10) == f"argus (pid {proc.pid}) stopped"
+        assert run_down(settings, timeout_s=30) == f"argus (pid {proc.pid}) stopped"
     finally:
         proc.kill()
         proc.wait()

@@ -70,7 +70,7 @@ def probes(
         import_error=lambda module: None,
         cuda_devices=lambda: 0,
         port_free=lambda host, port: True,
-        http_get=lambda url: None,
+        http_get=lambda url: (200, "{}") if url.endswith("/api/version") else None,
         writable=lambda path: True,
         pinned_ray=lambda: "2.60.0",
     )
@@ -360,6 +360,7 @@ def test_a_healthy_machine(tmp_path: Path) -> None:
         "config",
         "ray",
         "gpus",
+        "jobs",
         "serve.llm",
         "engine",
         "storage",
@@ -396,3 +397,13 @@ def test_real_import_and_package_probes(monkeypatch: pytest.MonkeyPatch) -> None
 
 def test_real_http_probe_on_a_closed_port() -> None:
     assert doctor.http_get(f"http://127.0.0.1:{_free_port()}/healthz") is None
+
+
+def test_jobs_api_away_is_a_warning_that_says_what_tasks_do(tmp_path: Path) -> None:
+    s = settings(tmp_path, ARGUS_RAY_DASHBOARD_URL="http://10.0.0.5:8265")
+    facts = FakeRay().connect("h:6379")
+    check = doctor.check_jobs(s, facts, probes(http_get=lambda url: None))
+    assert check.status is WARN
+    assert "http://10.0.0.5:8265" in check.detail and "stay QUEUED" in check.detail
+    assert doctor.check_jobs(s, None, probes()).status is WARN
+    assert doctor.check_jobs(s, facts, probes()).status is OK

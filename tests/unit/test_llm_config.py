@@ -66,6 +66,39 @@ def test_cpu_mode() -> None:
     assert replica_demand(spec(), EngineMode.CPU) == {"CPU": 2.0}
 
 
+HOLDS = EngineSettings(EngineMode.CPU, "H20", 1, "/data/.hf-home", cpu_holds_gpus=True)
+
+
+@pytest.mark.parametrize("gpus", [1, 2])
+def test_cpu_engine_on_logical_gpus_places_like_gpu_mode(gpus: int) -> None:
+    c = build_llm_config("m", spec(gpus), HOLDS)
+    assert c["placement_group_config"] == {
+        "bundles": [{"GPU": 1, "accelerator_type:H20": 0.001}] * gpus,
+        "strategy": "STRICT_PACK",
+    }
+    # the engine stays vLLM's CPU build: Ray refuses accelerator_type with a CPU config
+    assert "accelerator_type" not in c and c["accelerator_config"] == {"kind": "cpu"}
+    assert c["engine_kwargs"] == {
+        "tensor_parallel_size": gpus,
+        "dtype": "float32",
+        "enforce_eager": True,
+    }
+    env = c["runtime_env"]["env_vars"]
+    assert env["VLLM_CPU_KVCACHE_SPACE"] == "1"
+    assert env.get("VLLM_CPU_OMP_THREADS_BIND") == ("nobind" if gpus > 1 else None)
+    assert replica_demand(spec(gpus), HOLDS) == replica_demand(spec(gpus), GPU)
+    assert replica_demand(spec(gpus), HOLDS) == {"GPU": gpus, "CPU": 1.0}
+
+
+def test_logical_gpus_without_an_accelerator_type_and_only_in_cpu_mode() -> None:
+    bare = EngineSettings(EngineMode.CPU, None, 1, "/hf", cpu_holds_gpus=True)
+    assert build_llm_config("m", spec(), bare)["placement_group_config"]["bundles"] == [{"GPU": 1}]
+    ignored = EngineSettings(EngineMode.GPU, "H20", 1, "/hf", cpu_holds_gpus=True)
+    plain = EngineSettings(EngineMode.GPU, "H20", 1, "/hf")
+    assert build_llm_config("m", spec(2), ignored) == build_llm_config("m", spec(2), plain)
+    assert replica_demand(spec(), CPU) == replica_demand(spec(), EngineMode.CPU) == {"CPU": 2.0}
+
+
 def test_user_cannot_override_what_argus_sets() -> None:
     c = build_llm_config("m", spec(2, tensor_parallel_size=8), GPU)
     assert c["engine_kwargs"]["tensor_parallel_size"] == 2

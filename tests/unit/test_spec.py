@@ -94,6 +94,15 @@ def test_cpu_mode_allows_only_one_and_says_why() -> None:
         validate_spec(spec(gpus_per_replica=2), CPU)
 
 
+def test_cpu_engine_on_logical_gpus_takes_gpus_per_replica_as_gpu_mode() -> None:
+    holds = SpecLimits(engine=EngineMode.CPU, max_replicas=16, cpu_holds_gpus=True)
+    assert validate_spec(spec(gpus_per_replica=2), holds).gpus_per_replica == 2
+    with pytest.raises(SpecInvalid, match="one of 1, 2, 4, 8"):
+        validate_spec(spec(gpus_per_replica=3), holds)
+    with pytest.raises(SpecInvalid, match="float32"):
+        validate_spec(spec(engine_kwargs={"dtype": "bfloat16"}), holds)
+
+
 def test_cpu_mode_refuses_half_precision() -> None:
     with pytest.raises(SpecInvalid, match="float32"):
         validate_spec(spec(engine_kwargs={"dtype": "bfloat16"}), CPU)

@@ -8,7 +8,7 @@ from argus import __version__
 from argus.api.deps import AppContext
 from argus.api.errors import install_error_handlers
 from argus.api.metrics import install_metrics
-from argus.api.routes import health, metrics, serve_models, users
+from argus.api.routes import health, metrics, serve_models, tasks, users
 from argus.ui import install_ui
 
 DESCRIPTION = """
@@ -28,6 +28,7 @@ def create_app(ctx: AppContext) -> FastAPI:
     app.include_router(health.router)
     app.include_router(users.router)
     app.include_router(serve_models.router)
+    app.include_router(tasks.router)
     app.include_router(metrics.router)
     install_ui(app)
     install_metrics(app, ctx)

@@ -16,6 +16,7 @@ from argus.errors import Forbidden, Unauthorized
 from argus.serving.control import ServingContext
 from argus.store.db import Database
 from argus.store.users import authenticate_token
+from argus.training.control import TaskContext
 
 
 class RayProbe(Protocol):
@@ -30,12 +31,18 @@ class StatusView(Protocol):
     def cluster_status(self) -> dict[str, object] | None:
         """What the reconciler last observed of the cluster and the app, or None."""
 
+    def job_status(self, job_id: str) -> dict[str, object] | None:
+        """What the scheduler last heard from Ray of a task's job, or None."""
+
 
 class NoStatus:
     def model_status(self, model_id: str) -> dict[str, object] | None:
         return None
 
     def cluster_status(self) -> dict[str, object] | None:
+        return None
+
+    def job_status(self, job_id: str) -> dict[str, object] | None:
         return None
 
 
@@ -48,6 +55,7 @@ class AppContext:
     settings: Settings
     db: Database
     serving: ServingContext
+    tasks: TaskContext
     ray: RayProbe
     status: StatusView
     admin_token_hash: str

@@ -3,7 +3,8 @@
 Each app gets its own `CollectorRegistry` (never prometheus_client's global one), so
 several apps in one process (tests, a restarted server) never clash. Three sources:
 
-- the database, counted at scrape time: models by state, models waiting for resources;
+- the database, counted at scrape time: models by state, models waiting for resources,
+  training tasks by state;
 - the reconciler, through the small `TickSource` protocol: its tick and error
   counters, read at scrape time, and each tick's duration, pushed through its tick hook;
 - the API itself: a small ASGI middleware counts requests by method, route template
@@ -26,7 +27,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from argus import __version__
 from argus.api.deps import AppContext
-from argus.store.stats import count_models_by_state, count_pending_resources
+from argus.store.stats import (
+    count_models_by_state,
+    count_pending_resources,
+    count_tasks_by_state,
+)
 
 # A tick is a database read and a status call (milliseconds), an apply adds about a
 # second; anything near the top bucket means Ray is slow to answer.
@@ -126,6 +131,7 @@ class _ScrapeTimeCollector:
         with self.ctx.db.read() as s:
             by_state = count_models_by_state(s)
             pending = count_pending_resources(s)
+            tasks_by_state = count_tasks_by_state(s)
         models = GaugeMetricFamily(
             "argus_models", "Models by state, from the database.", labels=["state"]
         )
@@ -137,6 +143,12 @@ class _ScrapeTimeCollector:
             "QUEUED models whose newest event is PENDING_RESOURCES (waiting for room).",
             value=pending,
         )
+        tasks = GaugeMetricFamily(
+            "argus_tasks", "Training tasks by state, from the database.", labels=["state"]
+        )
+        for task_state, n in tasks_by_state.items():
+            tasks.add_metric([task_state.value], n)
+        yield tasks
         source = self.ctx.status
         ticks, errors = (source.ticks, source.errors) if isinstance(source, TickSource) else (0, 0)
         yield CounterMetricFamily(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -23,6 +24,16 @@ def local_api_url(settings: Settings) -> str:
     return f"http://{host}:{settings.server.port}"
 
 
+def _raise_for_error(resp: httpx.Response) -> None:
+    if resp.status_code < 400:
+        return
+    try:
+        message = resp.json()["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        message = resp.text
+    raise ApiError(resp.status_code, message)
+
+
 class ApiClient:
     def __init__(self, base_url: str, token: str, timeout: float = 30.0) -> None:
         self._http = httpx.Client(
@@ -35,18 +46,29 @@ class ApiClient:
         try:
             resp = self._http.request(method, path, **kwargs)
         except httpx.ConnectError:
-            raise ApiError(
-                0,
-                f"cannot reach argus at {self._http.base_url}; start it with `argus up`, "
-                "or pass --offline to work on the database directly",
-            ) from None
-        if resp.status_code >= 400:
-            try:
-                message = resp.json()["error"]["message"]
-            except (ValueError, KeyError, TypeError):
-                message = resp.text
-            raise ApiError(resp.status_code, message)
+            raise self._unreachable() from None
+        _raise_for_error(resp)
         return resp.json()
+
+    def stream_text(self, path: str, params: dict[str, Any]) -> Iterator[str]:
+        """GET a text body as it arrives (a followed log may stream for hours)."""
+        try:
+            with self._http.stream(
+                "GET", path, params=params, timeout=httpx.Timeout(30.0, read=None)
+            ) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    _raise_for_error(resp)
+                yield from resp.iter_text()
+        except httpx.ConnectError:
+            raise self._unreachable() from None
+
+    def _unreachable(self) -> ApiError:
+        return ApiError(
+            0,
+            f"cannot reach argus at {self._http.base_url}; start it with `argus up`, "
+            "or pass --offline to work on the database directly",
+        )
 
     def close(self) -> None:
         self._http.close()

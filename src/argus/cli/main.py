@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,7 +11,12 @@ import typer
 
 from argus import accounts
 from argus.cli.api_client import ApiClient, ApiError, local_api_url
-from argus.config import ConfigError, Settings, load_settings
+from argus.cli.common import fail as _fail
+from argus.cli.common import print_json as _print
+from argus.cli.common import settings as _settings
+from argus.cli.common import user_call as _user_call
+from argus.cli.tasks import task_app
+from argus.config import load_settings
 from argus.errors import ArgusError
 
 app = typer.Typer(
@@ -35,6 +39,7 @@ serve_app = typer.Typer(
 )
 app.add_typer(models_app, name="models")
 app.add_typer(serve_app, name="serve")
+app.add_typer(task_app, name="task")
 app.add_typer(admin_app, name="admin")
 admin_app.add_typer(user_app, name="user")
 admin_app.add_typer(token_app, name="token")
@@ -43,23 +48,6 @@ T = TypeVar("T")
 Offline = Annotated[
     bool, typer.Option("--offline", help="Work on the database directly; argus need not run.")
 ]
-
-
-def _fail(message: str, code: int = 1) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
-
-
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except ConfigError as e:
-        _fail(str(e), code=2)
-        raise AssertionError("unreachable") from None
-
-
-def _print(data: Any) -> None:
-    typer.echo(json.dumps(data, indent=2))
 
 
 def _admin_call(offline: bool, online: Callable[[ApiClient], T], local: Callable[[Any], T]) -> T:
@@ -270,24 +258,6 @@ def doctor() -> None:
         checks.append(check)
         typer.echo(check.line())
     raise typer.Exit(exit_code(checks))
-
-
-def _user_call(fn: Callable[[ApiClient], T]) -> T:
-    """Call the API as the user whose token is in ARGUS_TOKEN (else as the admin)."""
-    import os
-
-    from argus.runtime.bootstrap import ensure_admin_token
-
-    settings = _settings()
-    token = os.environ.get("ARGUS_TOKEN") or ensure_admin_token(settings).token
-    client = ApiClient(local_api_url(settings), token)
-    try:
-        return fn(client)
-    except ApiError as e:
-        _fail(e.message)
-        raise AssertionError("unreachable") from None
-    finally:
-        client.close()
 
 
 @serve_app.command("apply")

@@ -1,7 +1,10 @@
-"""A ServeClient for tests: records what was applied, and lets a test step what Serve reports.
+"""Fakes of the two Ray boundaries, for tests: a ServeClient and a JobClient.
 
-`apply` puts deployments into UPDATING with STARTING replicas; a test then calls
-`set_ready`, `set_unhealthy`, `fail` or `lose_replicas` to move them, as Serve would.
+`FakeServeClient.apply` puts deployments into UPDATING with STARTING replicas; a test
+then calls `set_ready`, `set_unhealthy`, `fail` or `lose_replicas` to move them, as
+Serve would. `FakeJobClient` records submitted jobs as PENDING; a test calls
+`start`, `finish` or `vanish`. A running fake job holds its resources on the fake
+Serve client's first node that has room, as a Ray job's driver would.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from argus.cluster.job_client import JobInfo, JobStatus, JobSubmission
 from argus.cluster.serve_client import (
     DeploymentStatus,
     ModelDeployment,
@@ -41,6 +45,7 @@ class FakeServeClient:
     app_name: str | None = None
     deployments: dict[str, _FakeDeployment] = field(default_factory=dict)
     apply_error: str | None = None
+    held: dict[str, dict[str, float]] = field(default_factory=dict)  # node -> held by jobs
 
     # -- the protocol ---------------------------------------------------------
     def ensure_serve(self) -> None:
@@ -84,10 +89,43 @@ class FakeServeClient:
         self.app_name = None
         self.deployments.clear()
 
+    def _nodes(self) -> tuple[NodeResources, ...]:
+        """The nodes as Ray reports them: less what jobs and running replicas hold."""
+        avail = {n.node_id: dict(n.available) for n in self.nodes}
+        for node_id, held in self.held.items():
+            for k, v in held.items():
+                avail[node_id][k] = avail[node_id].get(k, 0.0) - v
+        for d in self.deployments.values():
+            demand = _replica_demand(d.config)
+            for _ in range(d.running):
+                for node in avail.values():
+                    if all(node.get(k, 0.0) + 1e-9 >= v for k, v in demand.items()):
+                        for k, v in demand.items():
+                            node[k] = node.get(k, 0.0) - v
+                        break
+        return tuple(
+            NodeResources(n.node_id, n.total, avail[n.node_id], n.alive) for n in self.nodes
+        )
+
+    def hold(self, demand: dict[str, float]) -> str | None:
+        """Take `demand` on the first node with room; the node id, or None."""
+        for n in self._nodes():
+            if n.alive and all(n.available.get(k, 0.0) + 1e-9 >= v for k, v in demand.items()):
+                held = self.held.setdefault(n.node_id, {})
+                for k, v in demand.items():
+                    held[k] = held.get(k, 0.0) + v
+                return n.node_id
+        return None
+
+    def release(self, node_id: str, demand: dict[str, float]) -> None:
+        held = self.held.get(node_id, {})
+        for k, v in demand.items():
+            held[k] = held.get(k, 0.0) - v
+
     def observe(self, app_name: str) -> ServeObservation:
         self._check()
         if self.app_name != app_name:
-            return ServeObservation(None, nodes=tuple(self.nodes))
+            return ServeObservation(None, nodes=self._nodes())
         deps = {
             name: DeploymentStatus(
                 d.status,
@@ -105,7 +143,7 @@ class FakeServeClient:
             if statuses <= {"HEALTHY"}
             else "DEPLOYING"
         )
-        return ServeObservation(app_status, "", deps, tuple(self.nodes), {"node-1": "HEALTHY"})
+        return ServeObservation(app_status, "", deps, self._nodes(), {"node-1": "HEALTHY"})
 
     # -- steps a test takes ---------------------------------------------------
     def _dep(self, model_id: str) -> _FakeDeployment:
@@ -145,5 +183,102 @@ class FakeServeClient:
         return deployment_name(model_id) in self.deployments
 
 
+def _replica_demand(config: dict[str, object]) -> dict[str, float]:
+    """A replica's placement bundles plus the replica actor's CPU, as Ray would hold them."""
+    demand = {"CPU": 1.0}
+    pg = config.get("placement_group_config")
+    bundles = pg.get("bundles", []) if isinstance(pg, dict) else []
+    for bundle in bundles:
+        for k, v in bundle.items():
+            demand[k] = demand.get(k, 0.0) + float(v)
+    return demand
+
+
 def _code(config: dict[str, object]) -> dict[str, object]:
     return {k: v for k, v in config.items() if k != "deployment_config"}
+
+
+@dataclass
+class _FakeJob:
+    submission: JobSubmission
+    status: JobStatus = JobStatus.PENDING
+    message: str = "Job has not started yet."
+    exit_code: int | None = None
+    node: str | None = None
+
+
+@dataclass
+class FakeJobClient:
+    serve: FakeServeClient | None = None  # whose nodes running jobs hold resources on
+    reachable: bool = True
+    submit_error: str | None = None
+    stop_takes_effect: bool = True  # False: a stop is asked for but the job keeps running
+    submitted: dict[str, _FakeJob] = field(default_factory=dict)
+    stop_calls: list[str] = field(default_factory=list)
+
+    # -- the protocol ---------------------------------------------------------
+    def submit(self, job: JobSubmission) -> None:
+        self._check()
+        if self.submit_error:
+            raise RuntimeError(self.submit_error)
+        if job.job_id in self.submitted:
+            raise RuntimeError(f"Job with submission_id {job.job_id} already exists.")
+        self.submitted[job.job_id] = _FakeJob(job)
+
+    def jobs(self, prefix: str) -> dict[str, JobInfo]:
+        self._check()
+        return {
+            job_id: JobInfo(job_id, j.status, j.message, j.exit_code)
+            for job_id, j in self.submitted.items()
+            if job_id.startswith(prefix)
+        }
+
+    def stop(self, job_id: str) -> None:
+        self._check()
+        self.stop_calls.append(job_id)
+        job = self.submitted[job_id]
+        if self.stop_takes_effect and not job.status.is_terminal:
+            self._end(job, JobStatus.STOPPED, "Job was intentionally stopped.", -15)
+
+    # -- steps a test takes ---------------------------------------------------
+    def start(self, job_id: str) -> None:
+        job = self.submitted[job_id]
+        if self.serve is not None:
+            job.node = self.serve.hold(self._demand(job))
+            if job.node is None:
+                raise AssertionError(f"{job_id} does not fit any node; Ray would keep it PENDING")
+        job.status, job.message = JobStatus.RUNNING, "Job is currently running."
+
+    def finish(self, job_id: str, exit_code: int = 0, message: str = "") -> None:
+        job = self.submitted[job_id]
+        if exit_code == 0:
+            self._end(job, JobStatus.SUCCEEDED, message or "Job finished successfully.", 0)
+        else:
+            text = message or f"Job entrypoint command failed with exit code {exit_code}"
+            self._end(job, JobStatus.FAILED, text, exit_code)
+
+    def vanish(self, job_id: str) -> None:
+        """The cluster forgot the job (Ray restarted)."""
+        job = self.submitted.pop(job_id)
+        self._release(job)
+
+    def _end(self, job: _FakeJob, status: JobStatus, message: str, code: int) -> None:
+        self._release(job)
+        job.status, job.message, job.exit_code = status, message, code
+
+    def _release(self, job: _FakeJob) -> None:
+        if self.serve is not None and job.node is not None:
+            self.serve.release(job.node, self._demand(job))
+            job.node = None
+
+    @staticmethod
+    def _demand(job: _FakeJob) -> dict[str, float]:
+        s = job.submission
+        demand = {"CPU": s.num_cpus, **s.resources}
+        if s.num_gpus:
+            demand["GPU"] = s.num_gpus
+        return demand
+
+    def _check(self) -> None:
+        if not self.reachable:
+            raise ConnectionError("Ray's job API unreachable")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from argus.api.deps import AppContext, NoStatus, RayProbe, StatusView, utcnow
 from argus.auth.tokens import ADMIN_USER_ID, generate_admin_token, hash_token
+from argus.cluster.job_client import JobClient
 from argus.cluster.serve_client import ServeClient
 from argus.config import Settings
 from argus.serving.control import ServingContext
@@ -17,6 +19,11 @@ from argus.serving.reconciler import Reconciler
 from argus.serving.spec import SpecLimits
 from argus.store.db import Database
 from argus.store.users import ensure_admin_user
+from argus.training.control import TaskContext
+from argus.training.datasets import install_demo_chat
+from argus.training.scheduler import TaskScheduler
+from argus.training.spec import TaskLimits
+from argus.training.submission import LaunchSettings
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,7 @@ def ensure_storage(settings: Settings) -> Path:
     root = settings.storage_root
     for sub in ("hf", "datasets", "users"):
         (root / sub).mkdir(parents=True, exist_ok=True)
+    install_demo_chat(root)  # the demo task's training set, <root>/datasets/demo-chat
     return root
 
 
@@ -67,10 +75,29 @@ def engine_settings(settings: Settings) -> EngineSettings:
         accelerator_type=settings.serving.llm.accelerator_type,
         cpu_kvcache_space_gib=settings.serving.llm.cpu_kvcache_space_gib,
         hf_cache=str(settings.storage_root / ".hf-home"),
+        cpu_holds_gpus=settings.serving.llm.cpu_holds_gpus,
     )
 
 
-def build_reconciler(settings: Settings, db: Database, client: ServeClient) -> Reconciler:
+def launch_settings(settings: Settings) -> LaunchSettings:
+    return LaunchSettings(
+        python=settings.training.python or sys.executable,
+        storage_root=settings.storage_root,
+        engine=settings.serving.engine,
+        accelerator_type=settings.serving.llm.accelerator_type,
+        hf_home=str(settings.storage_root / ".hf-home"),
+    )
+
+
+def build_reconciler(
+    settings: Settings, db: Database, client: ServeClient, jobs: JobClient | None = None
+) -> Reconciler:
+    """The reconciler; with a JobClient it also schedules training tasks."""
+    tasks = (
+        TaskScheduler(db=db, client=jobs, launch=launch_settings(settings), clock=utcnow)
+        if jobs is not None
+        else None
+    )
     return Reconciler(
         db=db,
         client=client,
@@ -78,6 +105,7 @@ def build_reconciler(settings: Settings, db: Database, client: ServeClient) -> R
         app_name=settings.serving.app_name,
         interval_s=settings.serving.reconcile_interval_s,
         clock=utcnow,
+        tasks=tasks,
     )
 
 
@@ -96,13 +124,22 @@ def build_context(
         db=database,
         storage_root=storage_root,
         limits=SpecLimits(
-            engine=settings.serving.engine, max_replicas=settings.serving.max_replicas
+            engine=settings.serving.engine,
+            max_replicas=settings.serving.max_replicas,
+            cpu_holds_gpus=settings.serving.llm.cpu_holds_gpus,
         ),
+    )
+    tasks = TaskContext(
+        db=database,
+        storage_root=storage_root,
+        limits=TaskLimits(engine=settings.serving.engine),
+        max_active_per_user=settings.training.max_active_per_user,
     )
     return AppContext(
         settings=settings,
         db=database,
         serving=serving,
+        tasks=tasks,
         ray=ray,
         status=status or NoStatus(),
         admin_token_hash=hash_token(admin.token),

@@ -285,6 +285,22 @@ def check_ray(settings: Settings, probes: Probes) -> tuple[Check, RayFacts | Non
     return ok("ray", f"{address} reachable, Ray {facts.version}{pin}"), facts
 
 
+def check_jobs(settings: Settings, facts: RayFacts | None, probes: Probes) -> Check:
+    """Ray's job submission API (the dashboard), which runs training tasks."""
+    url = settings.ray.jobs_url
+    if facts is None:
+        return warn("jobs", f"not checked: no Ray cluster to ask (training tasks use {url})")
+    answer = probes.http_get(f"{url}/api/version")
+    if answer is None or answer[0] != 200:
+        got = "nothing answers" if answer is None else f"HTTP {answer[0]}"
+        return warn(
+            "jobs",
+            f"{got} at {url}: training tasks stay QUEUED until Ray's job API answers "
+            "(set ray.dashboard_url / ARGUS_RAY_DASHBOARD_URL); serving does not need it",
+        )
+    return ok("jobs", f"Ray's job API answers at {url}")
+
+
 def check_serve_llm(probes: Probes) -> Check:
     error = probes.import_error("ray.serve.llm")
     if error:
@@ -457,6 +473,7 @@ def run_checks(
     ray, facts = check_ray(settings, probes)
     yield ray
     yield check_gpus(settings, facts)
+    yield check_jobs(settings, facts, probes)
     yield check_serve_llm(probes)
     yield check_engine(settings, probes)
     yield from check_storage(settings, probes)

@@ -16,7 +16,9 @@ from typing import Protocol
 import uvicorn
 
 from argus.api.app import create_app
+from argus.cluster.job_client import JobClient
 from argus.cluster.ray_client import RayServeClient
+from argus.cluster.ray_jobs import RayJobClient
 from argus.cluster.serve_client import ServeClient
 from argus.config import Settings
 from argus.runtime.bootstrap import (
@@ -80,6 +82,7 @@ class RayHooks:
     """How `argus up` reaches Ray; tests hand in a fake client and a pretend head."""
 
     client: Callable[[str, Settings], UpClient]
+    jobs: Callable[[Settings], JobClient] = lambda s: RayJobClient(s.ray.jobs_url)
     start_head: Callable[[int, str], LocalHead] = start_local_head
     stop_head: Callable[[], None] = stop_local_head
 
@@ -113,7 +116,7 @@ def run_up(
     try:
         client.ensure_serve()
         db = open_database(settings)
-        reconciler = build_reconciler(settings, db, client)
+        reconciler = build_reconciler(settings, db, client, ray.jobs(settings))
         ctx = build_context(settings, ray=client, status=reconciler, db=db)
         admin = ensure_admin_token(settings)
         app = create_app(ctx)

@@ -29,6 +29,15 @@ class EngineSettings:
     accelerator_type: str | None
     cpu_kvcache_space_gib: int
     hf_cache: str  # HF_HOME for the replicas; nothing is downloaded into it
+    # CPU mode only: each replica's bundles hold gpus_per_replica logical GPUs, as in
+    # GPU mode, while vLLM's CPU build runs the engine. For placement tests on nodes
+    # that declare GPUs they do not have (`ray start --num-gpus=N`).
+    cpu_holds_gpus: bool = False
+
+    @property
+    def holds_gpus(self) -> bool:
+        """Replicas hold GPUs in Ray's books (GPU mode, or the CPU engine on logical GPUs)."""
+        return self.mode is EngineMode.GPU or self.cpu_holds_gpus
 
 
 def runtime_env_defaults(engine: EngineSettings) -> dict[str, str]:
@@ -74,16 +83,31 @@ def build_llm_config(
             "bundles": [{"GPU": 1} for _ in range(gpus)],
             "strategy": "STRICT_PACK",
         }
+        return config
+    # vLLM's CPU engine: no accelerator_type (Ray refuses it with a CPU accelerator
+    # config), and float32, since bfloat16 answers nonsense there (design D6).
+    engine_kwargs["dtype"] = "float32"
+    # torch.compile on the CPU engine cost 170-250 s per first start of a model on
+    # 2 cores against 57 s eager, for 14% lower latency (0.83 s vs 0.96 s p50 on a
+    # short chat); eager unless the spec asks otherwise.
+    engine_kwargs.setdefault("enforce_eager", True)
+    config["accelerator_config"] = {"kind": "cpu"}
+    if engine.cpu_holds_gpus:
+        # GPU mode's placement: one logical GPU a bundle, the accelerator type as the
+        # bundle resource Ray itself adds in GPU mode (0.001 of accelerator_type:<T>).
+        bundle: dict[str, float] = {"GPU": 1}
+        if engine.accelerator_type:
+            bundle[f"accelerator_type:{engine.accelerator_type}"] = 0.001
+        bundles = [dict(bundle) for _ in range(gpus)]
+        if gpus > 1:
+            # The CPU engine pins each tensor-parallel rank to a NUMA node of its own and
+            # refuses to start with fewer ("Not enough allowed NUMA nodes to bind threads
+            # of 2 local CPUWorkers"); unpinned, TP=2 ran on one NUMA node here.
+            env_vars = config["runtime_env"]["env_vars"]
+            env_vars.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
     else:
-        # vLLM's CPU engine: no accelerator_type (Ray refuses it on CPU bundles), and
-        # float32, since bfloat16 answers nonsense there (design D6).
-        engine_kwargs["dtype"] = "float32"
-        # torch.compile on the CPU engine cost 170-250 s per first start of a model on
-        # 2 cores against 57 s eager, for 14% lower latency (0.83 s vs 0.96 s p50 on a
-        # short chat); eager unless the spec asks otherwise.
-        engine_kwargs.setdefault("enforce_eager", True)
-        config["accelerator_config"] = {"kind": "cpu"}
-        config["placement_group_config"] = {"bundles": [{"CPU": 1}], "strategy": "STRICT_PACK"}
+        bundles = [{"CPU": 1}]
+    config["placement_group_config"] = {"bundles": bundles, "strategy": "STRICT_PACK"}
     return config
 
 
@@ -112,8 +136,15 @@ def digest(value: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def replica_demand(resolved_spec: dict[str, Any], mode: EngineMode) -> dict[str, float]:
-    """What one replica holds on its node: its bundles plus the replica actor's CPU."""
-    if mode is EngineMode.GPU:
+def replica_demand(
+    resolved_spec: dict[str, Any], engine: EngineSettings | EngineMode
+) -> dict[str, float]:
+    """What one replica holds on its node: its bundles plus the replica actor's CPU.
+
+    A bare EngineMode is read as that mode's default placement (no logical GPUs for
+    the CPU engine); pass the EngineSettings to honour `cpu_holds_gpus`.
+    """
+    holds_gpus = engine is EngineMode.GPU if isinstance(engine, EngineMode) else engine.holds_gpus
+    if holds_gpus:
         return {"GPU": float(resolved_spec.get("gpus_per_replica", 1)), "CPU": 1.0}
     return {"CPU": 2.0}

@@ -30,19 +30,22 @@ def user_home(storage_root: Path, user_id: str) -> Path:
     return storage_root / "users" / user_id
 
 
-def expand_macros(raw: str, storage_root: Path, user_id: str) -> str:
-    """Replace a leading $HOME macro; refuse every other form that is not a local path."""
+def expand_macros(raw: str, storage_root: Path, user_id: str, field: str = "model_source") -> str:
+    """Replace a leading $HOME macro; refuse every other form that is not a local path.
+
+    `field` names the spec field in the messages (model_source, train_file, ...).
+    """
     if "\x00" in raw:
-        raise ModelSourceInvalid("model_source contains a NUL byte")
+        raise ModelSourceInvalid(f"{field} contains a NUL byte")
     if not raw.strip():
-        raise ModelSourceInvalid("model_source is empty")
+        raise ModelSourceInvalid(f"{field} is empty")
     if _URL_RE.match(raw):
         raise ModelSourceInvalid(
-            "model_source is a URL; argus loads weights from local disk only: give a folder "
-            "under $HOME or $HOME/common/hf"
+            f"{field} is a URL; argus reads from local disk only: give a path under $HOME "
+            "or $HOME/common/..."
         )
     if raw.startswith("~"):
-        raise ModelSourceInvalid("'~' is not expanded in model_source; use $HOME instead")
+        raise ModelSourceInvalid(f"'~' is not expanded in {field}; use $HOME instead")
     for macro, sub in _MACROS:
         if raw == macro or raw.startswith(macro + "/"):
             return str(storage_root / sub) + raw[len(macro) :]
@@ -50,15 +53,37 @@ def expand_macros(raw: str, storage_root: Path, user_id: str) -> str:
         return str(user_home(storage_root, user_id)) + raw[len("$HOME") :]
     if "$" in raw:
         raise ModelSourceInvalid(
-            "model_source uses an unknown variable; only $HOME, $HOME/common/hf and "
+            f"{field} uses an unknown variable; only $HOME, $HOME/common/hf and "
             "$HOME/common/datasets are expanded"
         )
     if not raw.startswith("/"):
         raise ModelSourceInvalid(
-            f"model_source {raw!r} is relative or a hub id; argus loads weights from local "
-            "disk only: give an absolute folder or start with $HOME"
+            f"{field} {raw!r} is relative or a hub id; argus reads from local disk only: "
+            "give an absolute path or start with $HOME"
         )
     return raw
+
+
+def resolve_within(
+    raw: str, storage_root: Path, user_id: str, roots: tuple[Path, ...], field: str
+) -> Path:
+    """Expand macros, follow symlinks, and require the result inside one of `roots`.
+
+    Raises ModelSourceForbidden outside them; existence is the caller's to check.
+    """
+    real = Path(os.path.realpath(expand_macros(raw, storage_root, user_id, field)))
+    if not any(is_within(real, Path(os.path.realpath(r))) for r in roots):
+        raise ModelSourceForbidden(
+            f"{field} {raw!r} is outside the folders you may use; use a path under "
+            + " or ".join(_shown(r, storage_root, user_id) for r in roots)
+        )
+    return real
+
+
+def _shown(root: Path, storage_root: Path, user_id: str) -> str:
+    if root == user_home(storage_root, user_id):
+        return "$HOME (your own)"
+    return "$HOME/common/" + root.name
 
 
 def allowed_roots(storage_root: Path, user_id: str) -> tuple[Path, Path]:

@@ -80,6 +80,7 @@ class Plan:
     delete_app: bool  # call ServeClient.delete_app()
     app_hash: str
     versions: dict[str, str]  # model_key -> version, for LastApply
+    free: dict[str, dict[str, float]] = field(default_factory=dict)  # per node, after the models
 
     @property
     def touches_serve(self) -> bool:
@@ -110,20 +111,25 @@ def summarize_error(message: str) -> str:
     return text[:ERROR_SUMMARY_LIMIT]
 
 
-def _fits(demand: dict[str, float], replicas: int, free: dict[str, dict[str, float]]) -> bool:
-    """Place `replicas` copies of `demand` first-fit; each replica on one node. Mutates free."""
+def fits(demand: dict[str, float], replicas: int, free: dict[str, dict[str, float]]) -> bool:
+    """Place `replicas` copies of `demand` first-fit, each on one node.
+
+    On success the placement is taken out of `free`; on failure `free` is left as it was.
+    """
+    trial = {node: dict(avail) for node, avail in free.items()}
     for _ in range(replicas):
-        for avail in free.values():
+        for avail in trial.values():
             if all(avail.get(k, 0.0) + 1e-9 >= v for k, v in demand.items()):
                 for k, v in demand.items():
                     avail[k] = avail.get(k, 0.0) - v
                 break
         else:
             return False
+    free.update(trial)
     return True
 
 
-def _free_resources(nodes: Sequence[NodeResources]) -> dict[str, dict[str, float]]:
+def free_resources(nodes: Sequence[NodeResources]) -> dict[str, dict[str, float]]:
     return {n.node_id: dict(n.available) for n in nodes if n.alive}
 
 
@@ -137,12 +143,16 @@ def plan(
     last_apply: LastApply | None,
     engine: EngineSettings,
     now: float,
+    claims: Sequence[dict[str, float]] = (),
 ) -> Plan:
     changes: list[Change] = []
     keep: dict[str, ModelDeployment] = {}  # model_key -> deployment, in the app
     versions: dict[str, str] = {}
     recently_applied = last_apply is not None and now - last_apply.at < APPLY_GRACE_S
-    free = _free_resources(observed.nodes)
+    free = free_resources(observed.nodes)
+    # Resources that submitted training tasks are about to take (design: one count).
+    for claim in claims:
+        fits(claim, 1, free)
 
     def status_of(m: ModelRecord) -> DeploymentStatus | None:
         return observed.deployments.get(deployment_name(m.model_id))
@@ -153,7 +163,7 @@ def plan(
             dep = status_of(m)
             running = dep.running_replicas if dep else 0
             missing = max(0, m.target_replicas - running)
-            _fits(replica_demand(m.resolved_spec, engine.mode), missing, free)
+            fits(replica_demand(m.resolved_spec, engine.mode), missing, free)
 
     for m in models:
         config = build_llm_config(m.model_id, m.resolved_spec, engine)
@@ -173,7 +183,7 @@ def plan(
         if wants_apply:
             if m.state is ServeState.QUEUED:
                 demand = replica_demand(m.resolved_spec, engine.mode)
-                if not _fits(demand, m.target_replicas, free):
+                if not fits(demand, m.target_replicas, free):
                     if not m.pending_reported:
                         changes.append(
                             Change(
@@ -236,7 +246,7 @@ def plan(
         or last_apply.app_hash != app_hash
         or (not observed.app_exists and not recently_applied)
     )
-    return Plan(tuple(changes), app, apply, delete_app, app_hash, versions)
+    return Plan(tuple(changes), app, apply, delete_app, app_hash, versions, free)
 
 
 def _was_applied(m: ModelRecord, last_apply: LastApply | None) -> bool:

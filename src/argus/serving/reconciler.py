@@ -4,6 +4,9 @@ Each tick: read the models, observe Serve, `plan()`, then apply the plan: at mos
 one `apply` or `delete_app` (never waiting for a deployment), then the state
 changes and their events in one transaction. It writes only what changed, so an
 idle cluster costs one read and one status call per interval.
+
+Training tasks run in the same tick, after the models, from the same view of the
+cluster's resources (`TaskScheduler`): serving and training draw on one count.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from argus.serving.states import InvalidTransition, ServeState, Trigger
 from argus.store import serving as store
 from argus.store.db import Database
 from argus.store.schema import ServeEvent, ServeModel
+from argus.training.scheduler import TaskScheduler
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,7 @@ class Reconciler:
     app_name: str
     interval_s: float
     clock: Callable[[], datetime]
+    tasks: TaskScheduler | None = None
     monotonic: Callable[[], float] = time.monotonic
     last_apply: LastApply | None = None
     last_observation: ServeObservation | None = None
@@ -88,8 +93,10 @@ class Reconciler:
         records = self._load()
         observed = self.client.observe(self.app_name)
         self.last_observation = observed
+        task_view = self.tasks.observe() if self.tasks is not None else None
         now = self.monotonic()
-        decided = plan(records, observed, self.last_apply, self.engine, now)
+        claims = task_view.claims() if task_view is not None else ()
+        decided = plan(records, observed, self.last_apply, self.engine, now, claims)
         if decided.apply:
             self.client.apply(self.app_name, decided.app)
             self.last_apply = LastApply(now, decided.app_hash, decided.versions)
@@ -100,6 +107,8 @@ class Reconciler:
             self.last_apply = LastApply(self.last_apply.at, decided.app_hash, decided.versions)
         if decided.changes:
             self._record(records, decided.changes)
+        if self.tasks is not None and task_view is not None:
+            self.tasks.step(task_view, decided.free)
         return decided
 
     def _load(self) -> list[ModelRecord]:
@@ -181,6 +190,9 @@ class Reconciler:
             "replicas": dict(dep.replica_states) if dep else {},
         }
 
+    def job_status(self, job_id: str) -> dict[str, object] | None:
+        return self.tasks.job_status(job_id) if self.tasks is not None else None
+
     def cluster_status(self) -> dict[str, object] | None:
         observed = self.last_observation
         tick = self.last_tick
@@ -197,6 +209,8 @@ class Reconciler:
             },
             "applied_model_keys": applied,
         }
+        if self.tasks is not None:
+            body["tasks"] = {"job_api_error": self.tasks.last_error, "errors": self.tasks.errors}
         if observed is not None:
             body["serve"] = {
                 "application_status": observed.app_status,

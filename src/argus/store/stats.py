@@ -6,7 +6,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from argus.serving.states import ServeState, Trigger
-from argus.store.schema import ServeEvent, ServeModel
+from argus.store.schema import ServeEvent, ServeModel, Task
+from argus.training.states import TaskState
 
 
 def count_models_by_state(session: Session) -> dict[ServeState, int]:
@@ -34,3 +35,11 @@ def count_pending_resources(session: Session) -> int:
         .where(ServeEvent.event_type == Trigger.PENDING_RESOURCES.value)
     )
     return int(n or 0)
+
+
+def count_tasks_by_state(session: Session) -> dict[TaskState, int]:
+    """How many training tasks are in each state; every state is present, 0 when none."""
+    counts = dict.fromkeys(TaskState, 0)
+    for state, n in session.execute(select(Task.state, func.count()).group_by(Task.state)):
+        counts[TaskState(state)] = int(n)
+    return counts

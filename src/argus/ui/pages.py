@@ -1,6 +1,7 @@
 """Rendering: the Jinja2 environment, one `render()` for every page, the error page.
 
-Also the small pure helpers the templates lean on: time formatting, where a spec
+Also the YAML spec editor that serving and tasks share (`spec_editor`, `posted_spec`),
+and the small pure helpers the templates lean on: time formatting, where a spec
 field sits in the YAML text (to put its error next to it), whether a page should
 keep refreshing, the copy-ready client examples.
 """
@@ -19,6 +20,7 @@ from fastapi import Request
 from starlette.responses import HTMLResponse
 
 from argus import __version__
+from argus.errors import ArgusError, PayloadTooLarge
 from argus.serving.states import ServeState
 from argus.ui.session import UiSession, clear_flash, read_flash
 
@@ -115,6 +117,43 @@ def error_page(request: Request, exc: PageError) -> HTMLResponse:
         session=exc.session,
         status=exc.status,
     )
+
+
+# -- the spec editor -------------------------------------------------------------
+def posted_spec(form: Mapping[str, str], max_bytes: int) -> tuple[str, ArgusError | None]:
+    """The spec text of an editor's form, and the error to show if it is too large."""
+    # Browsers send a textarea with CRLF line ends; store what the user saw.
+    text = form.get("spec", "").replace("\r\n", "\n")
+    if len(text.encode("utf-8")) > max_bytes:
+        return text, PayloadTooLarge(f"the spec is larger than {max_bytes // 1024} KiB")
+    return text, None
+
+
+def spec_editor(
+    request: Request,
+    session: UiSession,
+    template: str,
+    text: str,
+    *,
+    error: ArgusError | None = None,
+    **context: Any,
+) -> HTMLResponse:
+    """An editor page holding `text`; after a refusal, each field error under its line.
+
+    The status is the refusal's (422, 403, 400, 413, 409), so the page answers as the
+    API would to the same spec.
+    """
+    details = error.details if error is not None and isinstance(error.details, list) else []
+    lines, unplaced = annotate_spec(text, [d for d in details if isinstance(d, dict)])
+    body = {
+        "spec": text,
+        "error": error.message if error is not None else None,
+        "lines": lines if error is not None else [],
+        "unplaced": unplaced,
+        **context,
+    }
+    status = error.status if error is not None else 200
+    return render(request, template, body, session=session, status=status)
 
 
 # -- helpers the templates use ------------------------------------------------

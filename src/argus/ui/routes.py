@@ -1,7 +1,8 @@
-"""The web UI's router (`/ui`): login, logout, the overview; serving and admin pages join it.
+"""The web UI's router (`/ui`): login, logout, the overview; serving, task and admin pages join it.
 
-Pages are thin like the API routes: they call `argus.serving.control`, `argus.accounts`
-and the reconciler's status view, and render what those return.
+Pages are thin like the API routes: they call `argus.serving.control`,
+`argus.training.control`, `argus.accounts` and the reconciler's status view, and
+render what those return.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from argus.api.deps import Ctx, authenticate
 from argus.errors import Unauthorized
 from argus.serving.states import ServeState
 from argus.store import serving as store
-from argus.ui import routes_admin, routes_serving
+from argus.ui import routes_admin, routes_serving, routes_tasks
 from argus.ui.pages import PageError, render
 from argus.ui.session import (
     CSRF_FIELD,
@@ -112,4 +113,5 @@ async def logout(request: Request, ctx: Ctx) -> Response:
 
 
 router.include_router(routes_serving.router)
+router.include_router(routes_tasks.router)
 router.include_router(routes_admin.router)

@@ -12,7 +12,7 @@ from argus.api.deps import AppContext, Ctx
 from argus.auth.tokens import ADMIN_USER_ID
 from argus.errors import ArgusError
 from argus.ui.pages import PageError, render
-from argus.ui.session import Form, Session, UiSession, set_flash
+from argus.ui.session import Form, Session, UiSession, flash_redirect
 
 router = APIRouter(prefix="/admin")
 USERS = "/ui/admin/users"
@@ -28,9 +28,7 @@ AdminSession = Annotated[UiSession, Depends(require_admin_session)]
 
 
 def _redirect(message: str, kind: str = "ok", anchor: str = "") -> RedirectResponse:
-    response = RedirectResponse(USERS + anchor, status_code=303)
-    set_flash(response, message, kind)
-    return response
+    return flash_redirect(USERS + anchor, message, kind)
 
 
 def _users_page(

@@ -2,7 +2,8 @@
 
 Every change goes through `argus.serving.control`, so the pages refuse exactly what
 the API refuses, with the same messages; a spec's field errors are shown next to
-the line where the field is written.
+the line where the field is written. The editor also opens prefilled to serve a
+training task's checkpoint (`?from_task=<task_id>`, the caller's own tasks only).
 """
 
 from __future__ import annotations
@@ -12,25 +13,27 @@ from typing import Any
 
 import httpx
 from fastapi import APIRouter, Query, Request
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from argus.api.deps import Ctx
 from argus.config import Settings
 from argus.demo import DEMO_SPEC_YAML
-from argus.errors import ArgusError, NotFound, PayloadTooLarge
+from argus.errors import ArgusError, NotFound
 from argus.serving import control
 from argus.serving.states import ServeState
 from argus.store import serving as store
 from argus.store.schema import ServeModel
 from argus.ui.pages import (
     PageError,
-    annotate_spec,
     any_needs_refresh,
     client_examples,
     needs_refresh,
+    posted_spec,
     render,
+    spec_editor,
 )
-from argus.ui.session import Form, Session, UiSession, set_flash
+from argus.ui.routes_tasks import checkpoint_spec
+from argus.ui.session import Form, Session, UiSession, flash_redirect
 from argus.views import event_view, model_view, resolved_spec_yaml
 
 router = APIRouter()
@@ -52,12 +55,6 @@ def _owned(ctx: Ctx, session: UiSession, model_key: str) -> ServeModel:
 
 def _back(form: dict[str, str], model_key: str) -> str:
     return "/ui/serving" if form.get("back") == "list" else f"/ui/serving/{model_key}"
-
-
-def _redirect(url: str, message: str, kind: str = "ok") -> RedirectResponse:
-    response = RedirectResponse(url, status_code=303)
-    set_flash(response, message, kind)
-    return response
 
 
 @router.get("/serving")
@@ -97,38 +94,44 @@ def _editor(
     *,
     error: ArgusError | None = None,
     editing: str | None = None,
+    source_task: dict[str, str] | None = None,
 ) -> HTMLResponse:
-    details = error.details if error is not None and isinstance(error.details, list) else []
-    lines, unplaced = annotate_spec(text, [d for d in details if isinstance(d, dict)])
-    context = {
-        "section": "serving",
-        "spec": text,
-        "error": error.message if error is not None else None,
-        "lines": lines if error is not None else [],
-        "unplaced": unplaced,
-        "editing": editing,
-    }
-    status = error.status if error is not None else 200
-    return render(request, "serving_new.html", context, session=session, status=status)
+    return spec_editor(
+        request,
+        session,
+        "serving_new.html",
+        text,
+        error=error,
+        section="serving",
+        editing=editing,
+        source_task=source_task,
+    )
 
 
 @router.get("/serving/new")
 def new_model(
-    request: Request, ctx: Ctx, session: Session, edit: str | None = Query(None)
+    request: Request,
+    ctx: Ctx,
+    session: Session,
+    edit: str | None = Query(None),
+    from_task: str | None = Query(None),
 ) -> HTMLResponse:
     if edit:
         model = _owned(ctx, session, edit)
         return _editor(request, session, model.spec_yaml, editing=model.model_id)
+    if from_task:
+        # The server finds the checkpoint of the caller's own task: no path from the query.
+        text, task = checkpoint_spec(ctx, session, from_task)
+        source = {"task_id": task.task_id, "name": task.name}
+        return _editor(request, session, text, source_task=source)
     return _editor(request, session, DEMO_SPEC_YAML)
 
 
 @router.post("/serving/new")
 def deploy(request: Request, ctx: Ctx, session: Session, form: Form) -> Response:
-    # Browsers send a textarea with CRLF line ends; store what the user saw.
-    text = form.get("spec", "").replace("\r\n", "\n")
-    if len(text.encode("utf-8")) > control.MAX_SPEC_BYTES:
-        too_big = PayloadTooLarge(f"the spec is larger than {control.MAX_SPEC_BYTES // 1024} KiB")
-        return _editor(request, session, text, error=too_big)
+    text, too_large = posted_spec(form, control.MAX_SPEC_BYTES)
+    if too_large is not None:
+        return _editor(request, session, text, error=too_large)
     try:
         model, created = control.submit_spec(ctx.serving, session.principal, text, ctx.clock())
     except ArgusError as e:
@@ -139,7 +142,7 @@ def deploy(request: Request, ctx: Ctx, session: Session, form: Form) -> Response
         else f"Posted the spec of {model.model_id} (generation {model.generation}); "
         "the live model is updated in place."
     )
-    return _redirect(f"/ui/serving/{model.model_key}", message)
+    return flash_redirect(f"/ui/serving/{model.model_key}", message)
 
 
 @router.get("/serving/{model_key}")
@@ -175,8 +178,10 @@ def scale(ctx: Ctx, session: Session, form: Form, model_key: str) -> Response:
     try:
         scaled = control.scale(ctx.serving, session.principal, model.model_key, count, ctx.clock())
     except ArgusError as e:
-        return _redirect(back, f"Could not scale {model.model_id}: {e.message}", "error")
-    return _redirect(back, f"Scaling {scaled.model_id} to {scaled.target_replicas} replica(s).")
+        return flash_redirect(back, f"Could not scale {model.model_id}: {e.message}", "error")
+    return flash_redirect(
+        back, f"Scaling {scaled.model_id} to {scaled.target_replicas} replica(s)."
+    )
 
 
 @router.post("/serving/{model_key}/delete")
@@ -186,8 +191,8 @@ def delete(ctx: Ctx, session: Session, form: Form, model_key: str) -> Response:
     try:
         deleted = control.delete(ctx.serving, session.principal, model.model_key, ctx.clock())
     except ArgusError as e:
-        return _redirect(back, f"Could not delete {model.model_id}: {e.message}", "error")
-    return _redirect(back, f"Deleting {deleted.model_id}: it is {deleted.state}.")
+        return flash_redirect(back, f"Could not delete {model.model_id}: {e.message}", "error")
+    return flash_redirect(back, f"Deleting {deleted.model_id}: it is {deleted.state}.")
 
 
 @router.post("/serving/{model_key}/try")

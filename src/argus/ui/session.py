@@ -16,7 +16,7 @@ from typing import Annotated
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
 from fastapi import Depends, Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
 from argus.api.deps import AppContext, authenticate, get_ctx
 from argus.auth.tokens import Principal
@@ -171,6 +171,13 @@ def set_flash(response: Response, message: str, kind: str = "ok") -> None:
         httponly=True,
         samesite="strict",
     )
+
+
+def flash_redirect(url: str, message: str, kind: str = "ok") -> RedirectResponse:
+    """The answer to a form that changed something: go to `url`, which shows `message`."""
+    response = RedirectResponse(url, status_code=303)
+    set_flash(response, message, kind)
+    return response
 
 
 def read_flash(request: Request) -> tuple[str, str] | None:

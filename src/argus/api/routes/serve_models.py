@@ -7,16 +7,16 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
+from argus.api.bodies import in_thread, read_yaml_body
 from argus.api.deps import Admin, Caller, Ctx
 from argus.demo import DEMO_SPEC_YAML
-from argus.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from argus.errors import BadRequest, UnsupportedMediaType
 from argus.serving import control
 from argus.store import serving as store
 from argus.views import event_view, model_view, resolved_spec_yaml
 
 router = APIRouter(prefix="/api/v2/serve", tags=["serving"])
 
-YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 EXAMPLE_SPEC = DEMO_SPEC_YAML
 EXAMPLE_MODEL: dict[str, Any] = {
     "model_key": "mdl_5f2c0e8a9b1d3c4e7f60",
@@ -38,26 +38,6 @@ EXAMPLE_MODEL: dict[str, Any] = {
 
 def _example(status: int, body: Any) -> dict[int | str, dict[str, Any]]:
     return {status: {"content": {"application/json": {"example": body}}}}
-
-
-async def _read_yaml_body(request: Request) -> str:
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media not in YAML_TYPES:
-        raise UnsupportedMediaType(
-            f"send the spec as YAML with 'Content-Type: application/yaml' (got {media or 'none'})"
-        )
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > control.MAX_SPEC_BYTES:
-        raise PayloadTooLarge(f"the spec is larger than {control.MAX_SPEC_BYTES // 1024} KiB")
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > control.MAX_SPEC_BYTES:
-            raise PayloadTooLarge(f"the spec is larger than {control.MAX_SPEC_BYTES // 1024} KiB")
-    try:
-        return body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadRequest("the spec is not UTF-8 text") from None
 
 
 @router.post(
@@ -90,18 +70,12 @@ async def _read_yaml_body(request: Request) -> str:
     },
 )
 async def post_model(request: Request, ctx: Ctx, caller: Caller) -> JSONResponse:
-    text = await _read_yaml_body(request)
-    model, _created = await _in_thread(control.submit_spec, ctx.serving, caller, text, ctx.clock())
+    text = await read_yaml_body(request, control.MAX_SPEC_BYTES)
+    model, _created = await in_thread(control.submit_spec, ctx.serving, caller, text, ctx.clock())
     return JSONResponse(
         {"model_key": model.model_key, "model_id": model.model_id, "state": model.state},
         status_code=202,
     )
-
-
-async def _in_thread(fn: Any, *args: Any) -> Any:
-    from starlette.concurrency import run_in_threadpool
-
-    return await run_in_threadpool(fn, *args)
 
 
 @router.get(
@@ -193,7 +167,7 @@ async def patch_model(model_key: str, request: Request, ctx: Ctx, caller: Caller
         raise BadRequest('the body is not valid JSON; send {"num_replicas": N}') from None
     if not isinstance(body, dict) or set(body) != {"num_replicas"}:
         raise BadRequest('send exactly {"num_replicas": N}; only the replica count can be patched')
-    model = await _in_thread(
+    model = await in_thread(
         control.scale, ctx.serving, caller, model_key, body["num_replicas"], ctx.clock()
     )
     return JSONResponse(model_view(model), status_code=202)

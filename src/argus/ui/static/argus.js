@@ -1,4 +1,4 @@
-/* argus web UI: copy buttons, confirmations, live refresh, the "try it" box.
+/* argus web UI: copy buttons, confirmations, live refresh, the "try it" box, task logs.
    Plain JavaScript, no dependencies, no build step. Written for argus (Apache-2.0). */
 (function () {
   "use strict";
@@ -113,6 +113,60 @@
     });
   }
 
+  // -- a task's log: while <pre data-follow>, fetch what the file gained since
+  //    data-offset and append it; stop once the server says the task finished and
+  //    everything is read. The page's other regions follow the task by live refresh.
+  var LOG_MS = 1000;
+  var LOG_KEEP_CHARS = 1000000;  // a long log keeps its newest part on the page
+
+  function setupLog(pre) {
+    var url = pre.getAttribute("data-log-url");
+    var offset = parseInt(pre.getAttribute("data-offset") || "0", 10);
+    var text = pre.querySelector("code") || pre;
+    var status = document.getElementById("log-status");
+
+    function append(chunk) {
+      var atBottom = pre.scrollHeight - pre.scrollTop - pre.clientHeight < 24;
+      text.appendChild(document.createTextNode(chunk));
+      if (text.textContent.length > LOG_KEEP_CHARS) {
+        text.textContent = text.textContent.slice(-LOG_KEEP_CHARS);
+      }
+      if (atBottom) { pre.scrollTop = pre.scrollHeight; }
+    }
+
+    function poll() {
+      fetch(url + "?offset=" + offset, {
+        credentials: "same-origin",
+        cache: "no-store",
+        headers: { "Accept": "application/json" }
+      })
+        .then(function (response) {
+          if (response.redirected && response.url.indexOf("/ui/login") !== -1) {
+            window.location.reload();  // the session ended: show the login form
+            return null;
+          }
+          return response.ok ? response.json() : { retry: true };
+        })
+        .then(function (body) {
+          if (body === null) { return; }
+          if (body.retry) { setTimeout(poll, LOG_MS * 3); return; }
+          if (body.text) { append(body.text); }
+          offset = body.offset;
+          pre.setAttribute("data-offset", String(offset));
+          if (body.done) {
+            pre.removeAttribute("data-follow");
+            if (status) { status.textContent = "The task has finished."; }
+            return;
+          }
+          setTimeout(poll, body.text ? LOG_MS / 4 : LOG_MS);  // more may be waiting
+        })
+        .catch(function () { setTimeout(poll, LOG_MS * 3); });
+    }
+
+    pre.scrollTop = pre.scrollHeight;
+    if (pre.hasAttribute("data-follow")) { setTimeout(poll, LOG_MS); }
+  }
+
   // -- the spec editor: Tab indents instead of leaving the field ---------------------
   function setupEditor(area) {
     area.addEventListener("keydown", function (event) {
@@ -129,6 +183,7 @@
       window.history.replaceState(null, "", replace);  // a reload must not post again
     }
     document.querySelectorAll("form[data-try]").forEach(setupTry);
+    document.querySelectorAll("pre[data-log-url]").forEach(setupLog);
     var spec = document.getElementById("spec");
     if (spec) { setupEditor(spec); }
     scheduleRefresh();

@@ -1,0 +1,1 @@
+"""Training workloads argus runs as Ray jobs, and the data they ship with."""

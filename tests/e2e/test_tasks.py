@@ -1,0 +1,136 @@
+"""Training tasks for real: Ray jobs on the shared cluster, argus's sft workload on the demo
+model, the checkpoint served by Ray Serve LLM and answered through the `openai` client.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from argus.demo import DEMO_TASK_YAML
+from tests.e2e.conftest import Stack, argus
+
+pytestmark = pytest.mark.e2e
+
+FINISHED = ("SUCCEEDED", "FAILED", "CANCELED")
+
+
+def post_task(stack: Stack, text: str) -> dict[str, Any]:
+    r = stack.call(
+        "POST", "/api/v2/tasks", content=text.encode(), headers={"Content-Type": "application/yaml"}
+    )
+    assert r.status_code == 202, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def get_task(stack: Stack, task_id: str) -> dict[str, Any]:
+    r = stack.call("GET", f"/api/v2/tasks/{task_id}")
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def wait_task(stack: Stack, task_id: str, state: str, timeout: float = 300) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    got: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        got = get_task(stack, task_id)
+        now = got["task"]["state"]
+        if now == state:
+            return got
+        if now in FINISHED:
+            break
+        time.sleep(0.5)
+    raise AssertionError(f"task not {state}: {got.get('task')} {got.get('events')}")
+
+
+def events(got: dict[str, Any]) -> list[str]:
+    return [e["event_type"] for e in got["events"]]
+
+
+def test_the_demo_sft_task_trains_and_its_checkpoint_serves(stack: Stack) -> None:
+    posted = post_task(stack, DEMO_TASK_YAML)
+    task_id = posted["task_id"]
+    # Follow the log as it is written; the stream closes when the task has finished.
+    with httpx.stream(
+        "GET",
+        f"{stack.api_url}/api/v2/tasks/{task_id}/logs",
+        params={"follow": True},
+        headers={"Authorization": f"Bearer {stack.token}"},
+        timeout=httpx.Timeout(30, read=600),
+    ) as r:
+        assert r.status_code == 200
+        log = "".join(r.iter_text())
+    got = get_task(stack, task_id)
+    assert got["task"]["state"] == "SUCCEEDED", (got["task"], log[-3000:])
+    assert events(got) == ["CREATED", "SUBMITTED", "STARTED", "SUCCEEDED"]
+    assert "argus-sft: step 20/20" in log and "the command exited with code 0" in log
+    assert got["ray_job"]["status"] == "SUCCEEDED"
+    checkpoint = got["task"]["checkpoint"]
+    assert checkpoint == {"model_source": f"$HOME/tasks/{task_id}/checkpoint", "ready": True}
+    folder = stack.storage / "users" / "alice" / "tasks" / task_id / "checkpoint"
+    assert (folder / "model.safetensors").is_file() and (folder / "argus_training.json").is_file()
+
+    # Train -> serve: the checkpoint is a model_source as it stands.
+    model = stack.post_spec(
+        f"model_id: sft-smol\nmodel_source: {checkpoint['model_source']}\n"
+        "engine_kwargs:\n  max_model_len: 1024\n"
+    )
+    stack.wait(model["model_key"], "RUNNING", timeout=600)
+    reply = stack.openai().chat.completions.create(
+        model=model["model_id"],
+        temperature=0,
+        max_tokens=16,
+        messages=[{"role": "user", "content": "What is the capital of France?"}],
+    )
+    assert (reply.choices[0].message.content or "").strip()
+    assert stack.call("DELETE", f"/api/v2/serve/models/{model['model_key']}").status_code == 202
+    stack.wait(model["model_key"], "DELETED", timeout=300)
+
+
+def test_a_failing_task_says_why_and_the_cli_exits_non_zero(stack: Stack, tmp_path: Path) -> None:
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(
+        "name: bad-data\nworkload: command\nentrypoint: >-\n"
+        "  echo reading train.jsonl;\n"
+        "  echo 'ValueError: train.jsonl line 3 is not JSON' >&2;\n"
+        "  exit 3\n"
+    )
+    env = {**stack.env, "ARGUS_TOKEN": stack.token}
+    done = argus(env, "task", "submit", "-f", str(spec), "--follow", timeout=300)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "reading train.jsonl" in done.stdout
+    assert "FAILED" in done.stderr and "line 3 is not JSON" in done.stderr
+    listed = argus(env, "task", "ls")
+    assert "bad-data" in listed.stdout and "FAILED" in listed.stdout
+    task_id = next(ln.split()[0] for ln in listed.stdout.splitlines() if "bad-data" in ln)
+    got = get_task(stack, task_id)["task"]
+    assert "exit code 3" in got["error_summary"]
+    assert "ValueError: train.jsonl line 3 is not JSON" in got["error_summary"]
+
+
+def test_a_running_task_survives_an_argus_restart_and_is_cancelled(stack: Stack) -> None:
+    posted = post_task(
+        stack, "name: long\nworkload: command\nentrypoint: echo started; sleep 600\n"
+    )
+    task_id = posted["task_id"]
+    running = wait_task(stack, task_id, "RUNNING", timeout=120)
+    stack.kill_argus()
+    stack.start_argus()
+    time.sleep(3)  # a few ticks: the task is found by its Ray job id, nothing re-submitted
+    again = get_task(stack, task_id)
+    assert again["task"]["state"] == "RUNNING"
+    assert again["events"] == running["events"]
+    r = stack.call("POST", f"/api/v2/tasks/{task_id}:cancel")
+    assert r.status_code == 202 and r.json()["cancel_requested"] is True
+    got = wait_task(stack, task_id, "CANCELED", timeout=120)
+    assert events(got)[-2:] == ["CANCEL_REQUESTED", "CANCELED"]
+    assert got["ray_job"]["status"] == "STOPPED"
+    log = stack.call("GET", f"/api/v2/tasks/{task_id}/logs").text
+    assert "started" in log
+    assert stack.call("POST", f"/api/v2/tasks/{task_id}:cancel").status_code == 409
