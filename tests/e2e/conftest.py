@@ -132,6 +132,37 @@ class Stack:
             time.sleep(1)
         raise AssertionError(f"not {state} in {timeout} s: {json.dumps(got)[:3000]}")
 
+    def post_task(self, text: str) -> dict[str, Any]:
+        r = self.call(
+            "POST",
+            "/api/v2/tasks",
+            content=text.encode(),
+            headers={"Content-Type": "application/yaml"},
+        )
+        assert r.status_code == 202, r.text
+        body: dict[str, Any] = r.json()
+        return body
+
+    def task(self, task_id: str) -> dict[str, Any]:
+        r = self.call("GET", f"/api/v2/tasks/{task_id}")
+        assert r.status_code == 200, r.text
+        body: dict[str, Any] = r.json()
+        return body
+
+    def wait_task(self, task_id: str, state: str, timeout: float = 300) -> dict[str, Any]:
+        """The task's detail once it is in `state`; fails at once if it finishes otherwise."""
+        deadline = time.monotonic() + timeout
+        got: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            got = self.task(task_id)
+            now = got["task"]["state"]
+            if now == state:
+                return got
+            if now in ("SUCCEEDED", "FAILED", "CANCELED"):
+                break
+            time.sleep(0.5)
+        raise AssertionError(f"task not {state}: {got.get('task')} {got.get('events')}")
+
     def openai(self) -> OpenAI:
         return OpenAI(base_url=self.openai_url, api_key="unused", max_retries=0, timeout=120)
 

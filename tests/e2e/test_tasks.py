@@ -16,45 +16,13 @@ from tests.e2e.conftest import Stack, argus
 
 pytestmark = pytest.mark.e2e
 
-FINISHED = ("SUCCEEDED", "FAILED", "CANCELED")
-
-
-def post_task(stack: Stack, text: str) -> dict[str, Any]:
-    r = stack.call(
-        "POST", "/api/v2/tasks", content=text.encode(), headers={"Content-Type": "application/yaml"}
-    )
-    assert r.status_code == 202, r.text
-    body: dict[str, Any] = r.json()
-    return body
-
-
-def get_task(stack: Stack, task_id: str) -> dict[str, Any]:
-    r = stack.call("GET", f"/api/v2/tasks/{task_id}")
-    assert r.status_code == 200, r.text
-    body: dict[str, Any] = r.json()
-    return body
-
-
-def wait_task(stack: Stack, task_id: str, state: str, timeout: float = 300) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    got: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        got = get_task(stack, task_id)
-        now = got["task"]["state"]
-        if now == state:
-            return got
-        if now in FINISHED:
-            break
-        time.sleep(0.5)
-    raise AssertionError(f"task not {state}: {got.get('task')} {got.get('events')}")
-
 
 def events(got: dict[str, Any]) -> list[str]:
     return [e["event_type"] for e in got["events"]]
 
 
 def test_the_demo_sft_task_trains_and_its_checkpoint_serves(stack: Stack) -> None:
-    posted = post_task(stack, DEMO_TASK_YAML)
+    posted = stack.post_task(DEMO_TASK_YAML)
     task_id = posted["task_id"]
     # Follow the log as it is written; the stream closes when the task has finished.
     with httpx.stream(
@@ -66,7 +34,7 @@ def test_the_demo_sft_task_trains_and_its_checkpoint_serves(stack: Stack) -> Non
     ) as r:
         assert r.status_code == 200
         log = "".join(r.iter_text())
-    got = get_task(stack, task_id)
+    got = stack.task(task_id)
     assert got["task"]["state"] == "SUCCEEDED", (got["task"], log[-3000:])
     assert events(got) == ["CREATED", "SUBMITTED", "STARTED", "SUCCEEDED"]
     assert "argus-sft: step 20/20" in log and "the command exited with code 0" in log
@@ -109,26 +77,24 @@ def test_a_failing_task_says_why_and_the_cli_exits_non_zero(stack: Stack, tmp_pa
     listed = argus(env, "task", "ls")
     assert "bad-data" in listed.stdout and "FAILED" in listed.stdout
     task_id = next(ln.split()[0] for ln in listed.stdout.splitlines() if "bad-data" in ln)
-    got = get_task(stack, task_id)["task"]
+    got = stack.task(task_id)["task"]
     assert "exit code 3" in got["error_summary"]
     assert "ValueError: train.jsonl line 3 is not JSON" in got["error_summary"]
 
 
 def test_a_running_task_survives_an_argus_restart_and_is_cancelled(stack: Stack) -> None:
-    posted = post_task(
-        stack, "name: long\nworkload: command\nentrypoint: echo started; sleep 600\n"
-    )
+    posted = stack.post_task("name: long\nworkload: command\nentrypoint: echo started; sleep 600\n")
     task_id = posted["task_id"]
-    running = wait_task(stack, task_id, "RUNNING", timeout=120)
+    running = stack.wait_task(task_id, "RUNNING", timeout=120)
     stack.kill_argus()
     stack.start_argus()
     time.sleep(3)  # a few ticks: the task is found by its Ray job id, nothing re-submitted
-    again = get_task(stack, task_id)
+    again = stack.task(task_id)
     assert again["task"]["state"] == "RUNNING"
     assert again["events"] == running["events"]
     r = stack.call("POST", f"/api/v2/tasks/{task_id}:cancel")
     assert r.status_code == 202 and r.json()["cancel_requested"] is True
-    got = wait_task(stack, task_id, "CANCELED", timeout=120)
+    got = stack.wait_task(task_id, "CANCELED", timeout=120)
     assert events(got)[-2:] == ["CANCEL_REQUESTED", "CANCELED"]
     assert got["ray_job"]["status"] == "STOPPED"
     log = stack.call("GET", f"/api/v2/tasks/{task_id}/logs").text

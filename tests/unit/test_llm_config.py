@@ -46,7 +46,7 @@ def test_gpu_mode(gpus: int) -> None:
     env = c["runtime_env"]["env_vars"]
     assert env["HF_HUB_OFFLINE"] == "1" and env["HF_HOME"] == "/private/.hf-home"
     assert "VLLM_CPU_KVCACHE_SPACE" not in env
-    assert replica_demand(spec(gpus), EngineMode.GPU) == {"GPU": gpus, "CPU": 1.0}
+    assert replica_demand(spec(gpus), GPU) == {"GPU": gpus, "CPU": 1.0}
 
 
 def test_cpu_mode() -> None:
@@ -63,7 +63,7 @@ def test_cpu_mode() -> None:
     assert compiled["engine_kwargs"]["enforce_eager"] is False
     assert c["runtime_env"]["env_vars"]["VLLM_CPU_KVCACHE_SPACE"] == "3"
     assert c["runtime_env"]["env_vars"]["HF_HUB_OFFLINE"] == "1"
-    assert replica_demand(spec(), EngineMode.CPU) == {"CPU": 2.0}
+    assert replica_demand(spec(), CPU) == {"CPU": 2.0}
 
 
 HOLDS = EngineSettings(EngineMode.CPU, "H20", 1, "/data/.hf-home", cpu_holds_gpus=True)
@@ -96,7 +96,7 @@ def test_logical_gpus_without_an_accelerator_type_and_only_in_cpu_mode() -> None
     ignored = EngineSettings(EngineMode.GPU, "H20", 1, "/hf", cpu_holds_gpus=True)
     plain = EngineSettings(EngineMode.GPU, "H20", 1, "/hf")
     assert build_llm_config("m", spec(2), ignored) == build_llm_config("m", spec(2), plain)
-    assert replica_demand(spec(), CPU) == replica_demand(spec(), EngineMode.CPU) == {"CPU": 2.0}
+    assert replica_demand(spec(), CPU) == {"CPU": 2.0}
 
 
 def test_user_cannot_override_what_argus_sets() -> None:

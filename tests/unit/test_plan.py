@@ -300,3 +300,25 @@ def test_a_fresh_apply_gets_a_grace_period() -> None:
 )
 def test_summarize_error(message: str, summary: str) -> None:
     assert summarize_error(message) == summary
+
+
+def test_the_cpu_engine_on_logical_gpus_is_placed_by_its_gpus() -> None:
+    holds = EngineSettings(EngineMode.CPU, "H20", 1, "/hf", cpu_holds_gpus=True)
+    two_singles = (
+        NodeResources("n1", {"GPU": 1.0, "CPU": 8.0}, {"GPU": 1.0, "CPU": 8.0}),
+        NodeResources("n2", {"GPU": 1.0, "CPU": 8.0}, {"GPU": 1.0, "CPU": 8.0}),
+    )
+    waiting = plan([rec(gpus=2)], obs(app=None, nodes=two_singles), None, holds, NOW)
+    assert triggers(waiting) == {"a": Trigger.PENDING_RESOURCES}
+    assert waiting.changes[0].payload["needs_per_replica"] == {"GPU": 2.0, "CPU": 1.0}
+    one_double = (NodeResources("n3", {"GPU": 2.0, "CPU": 8.0}, {"GPU": 2.0, "CPU": 8.0}),)
+    placed = plan([rec(gpus=2)], obs(app=None, nodes=one_double), None, holds, NOW)
+    assert triggers(placed) == {"a": Trigger.APPLIED}
+    assert placed.free["n3"]["GPU"] == 0.0
+
+
+def test_claims_of_submitted_tasks_are_taken_first() -> None:
+    node = (NodeResources("n1", {"GPU": 2.0, "CPU": 8.0}, {"GPU": 2.0, "CPU": 8.0}),)
+    p = plan([rec(gpus=2)], obs(app=None, nodes=node), None, GPU, NOW, [{"GPU": 1.0}])
+    assert triggers(p) == {"a": Trigger.PENDING_RESOURCES}
+    assert p.free["n1"]["GPU"] == 1.0

@@ -183,7 +183,6 @@ def test_submission_for_a_gpu_task() -> None:
     launch = LaunchSettings(
         "/opt/py/bin/python",
         Path("/private"),
-        EngineMode.GPU,
         "H20",
         "/private/.hf",
     )

@@ -83,7 +83,6 @@ def launch_settings(settings: Settings) -> LaunchSettings:
     return LaunchSettings(
         python=settings.training.python or sys.executable,
         storage_root=settings.storage_root,
-        engine=settings.serving.engine,
         accelerator_type=settings.serving.llm.accelerator_type,
         hf_home=str(settings.storage_root / ".hf-home"),
     )

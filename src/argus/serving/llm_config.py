@@ -136,15 +136,8 @@ def digest(value: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def replica_demand(
-    resolved_spec: dict[str, Any], engine: EngineSettings | EngineMode
-) -> dict[str, float]:
-    """What one replica holds on its node: its bundles plus the replica actor's CPU.
-
-    A bare EngineMode is read as that mode's default placement (no logical GPUs for
-    the CPU engine); pass the EngineSettings to honour `cpu_holds_gpus`.
-    """
-    holds_gpus = engine is EngineMode.GPU if isinstance(engine, EngineMode) else engine.holds_gpus
-    if holds_gpus:
+def replica_demand(resolved_spec: dict[str, Any], engine: EngineSettings) -> dict[str, float]:
+    """What one replica holds on its node: its bundles plus the replica actor's CPU."""
+    if engine.holds_gpus:
         return {"GPU": float(resolved_spec.get("gpus_per_replica", 1)), "CPU": 1.0}
     return {"CPU": 2.0}

@@ -163,7 +163,7 @@ def plan(
             dep = status_of(m)
             running = dep.running_replicas if dep else 0
             missing = max(0, m.target_replicas - running)
-            fits(replica_demand(m.resolved_spec, engine.mode), missing, free)
+            fits(replica_demand(m.resolved_spec, engine), missing, free)
 
     for m in models:
         config = build_llm_config(m.model_id, m.resolved_spec, engine)
@@ -182,7 +182,7 @@ def plan(
         wants_apply = m.state is ServeState.QUEUED or m.generation != m.observed_generation
         if wants_apply:
             if m.state is ServeState.QUEUED:
-                demand = replica_demand(m.resolved_spec, engine.mode)
+                demand = replica_demand(m.resolved_spec, engine)
                 if not fits(demand, m.target_replicas, free):
                     if not m.pending_reported:
                         changes.append(

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from argus.cluster.job_client import JobSubmission
-from argus.config import EngineMode
 from argus.serving.paths import user_home
 from argus.training.sft import CHECKPOINT_DIRNAME
 
@@ -25,7 +24,6 @@ CHECKPOINT_NAME = CHECKPOINT_DIRNAME  # where sft writes it; a command task may 
 class LaunchSettings:
     python: str  # the interpreter on the Ray nodes (the same path on every node)
     storage_root: Path
-    engine: EngineMode
     accelerator_type: str | None
     hf_home: str
 
@@ -45,7 +43,8 @@ def task_demand(resolved: dict[str, Any], launch: LaunchSettings) -> dict[str, f
     gpus = int(resolved["gpus_per_node"])
     if gpus:
         demand["GPU"] = float(gpus)
-        if launch.engine is EngineMode.GPU and launch.accelerator_type:
+        # GPUs of the cluster's type: Ray's own accelerator label, as on model replicas.
+        if launch.accelerator_type:
             demand[f"accelerator_type:{launch.accelerator_type}"] = 0.001
     return demand
 
