@@ -32,6 +32,7 @@ from argus.serving.states import ServeState, Trigger
 pytestmark = pytest.mark.unit
 CPU = EngineSettings(EngineMode.CPU, None, 1, "/hf")
 GPU = EngineSettings(EngineMode.GPU, "H20", 1, "/hf")
+H20 = {"accelerator_type:H20": 1.0}
 S = ServeState
 NOW = 1000.0
 
@@ -118,18 +119,20 @@ def test_queued_model_that_does_not_fit_waits_with_one_event() -> None:
 
 def test_fit_is_per_node_for_gpus() -> None:
     two_singles = (
-        NodeResources("n1", {"GPU": 1.0, "CPU": 8.0}, {"GPU": 1.0, "CPU": 8.0}),
-        NodeResources("n2", {"GPU": 1.0, "CPU": 8.0}, {"GPU": 1.0, "CPU": 8.0}),
+        NodeResources("n1", {"GPU": 1.0, "CPU": 8.0, **H20}, {"GPU": 1.0, "CPU": 8.0, **H20}),
+        NodeResources("n2", {"GPU": 1.0, "CPU": 8.0, **H20}, {"GPU": 1.0, "CPU": 8.0, **H20}),
     )
     p = plan([rec(gpus=2)], obs(app=None, nodes=two_singles), None, GPU, NOW)
     assert triggers(p) == {"a": Trigger.PENDING_RESOURCES}
-    one_double = (NodeResources("n3", {"GPU": 2.0, "CPU": 8.0}, {"GPU": 2.0, "CPU": 8.0}),)
+    one_double = (
+        NodeResources("n3", {"GPU": 2.0, "CPU": 8.0, **H20}, {"GPU": 2.0, "CPU": 8.0, **H20}),
+    )
     p = plan([rec(gpus=2)], obs(app=None, nodes=one_double), None, GPU, NOW)
     assert triggers(p) == {"a": Trigger.APPLIED}
 
 
 def test_applied_but_not_yet_running_replicas_count_against_the_fit() -> None:
-    nodes = (NodeResources("n1", {"GPU": 2.0, "CPU": 8.0}, {"GPU": 2.0, "CPU": 8.0}),)
+    nodes = (NodeResources("n1", {"GPU": 2.0, "CPU": 8.0, **H20}, {"GPU": 2.0, "CPU": 8.0, **H20}),)
     deploying = rec("a", S.DEPLOYING, obs=1, gpus=2)
     queued = rec("b", gpus=1)
     p = plan(
@@ -305,20 +308,33 @@ def test_summarize_error(message: str, summary: str) -> None:
 def test_the_cpu_engine_on_logical_gpus_is_placed_by_its_gpus() -> None:
     holds = EngineSettings(EngineMode.CPU, "H20", 1, "/hf", cpu_holds_gpus=True)
     two_singles = (
-        NodeResources("n1", {"GPU": 1.0, "CPU": 8.0}, {"GPU": 1.0, "CPU": 8.0}),
-        NodeResources("n2", {"GPU": 1.0, "CPU": 8.0}, {"GPU": 1.0, "CPU": 8.0}),
+        NodeResources("n1", {"GPU": 1.0, "CPU": 8.0, **H20}, {"GPU": 1.0, "CPU": 8.0, **H20}),
+        NodeResources("n2", {"GPU": 1.0, "CPU": 8.0, **H20}, {"GPU": 1.0, "CPU": 8.0, **H20}),
     )
     waiting = plan([rec(gpus=2)], obs(app=None, nodes=two_singles), None, holds, NOW)
     assert triggers(waiting) == {"a": Trigger.PENDING_RESOURCES}
-    assert waiting.changes[0].payload["needs_per_replica"] == {"GPU": 2.0, "CPU": 1.0}
-    one_double = (NodeResources("n3", {"GPU": 2.0, "CPU": 8.0}, {"GPU": 2.0, "CPU": 8.0}),)
+    assert waiting.changes[0].payload["needs_per_replica"] == {
+        "GPU": 2.0,
+        "CPU": 1.0,
+        "accelerator_type:H20": 0.001,
+    }
+    one_double = (
+        NodeResources("n3", {"GPU": 2.0, "CPU": 8.0, **H20}, {"GPU": 2.0, "CPU": 8.0, **H20}),
+    )
     placed = plan([rec(gpus=2)], obs(app=None, nodes=one_double), None, holds, NOW)
     assert triggers(placed) == {"a": Trigger.APPLIED}
     assert placed.free["n3"]["GPU"] == 0.0
 
 
 def test_claims_of_submitted_tasks_are_taken_first() -> None:
-    node = (NodeResources("n1", {"GPU": 2.0, "CPU": 8.0}, {"GPU": 2.0, "CPU": 8.0}),)
+    node = (NodeResources("n1", {"GPU": 2.0, "CPU": 8.0, **H20}, {"GPU": 2.0, "CPU": 8.0, **H20}),)
     p = plan([rec(gpus=2)], obs(app=None, nodes=node), None, GPU, NOW, [{"GPU": 1.0}])
     assert triggers(p) == {"a": Trigger.PENDING_RESOURCES}
     assert p.free["n1"]["GPU"] == 1.0
+
+
+def test_gpus_of_another_type_do_not_fit() -> None:
+    a100 = {"GPU": 8.0, "CPU": 64.0, "accelerator_type:A100": 1.0}
+    nodes = (NodeResources("n1", a100, dict(a100)),)
+    p = plan([rec(gpus=1)], obs(app=None, nodes=nodes), None, GPU, NOW)
+    assert triggers(p) == {"a": Trigger.PENDING_RESOURCES}

@@ -137,7 +137,14 @@ def digest(value: Any) -> str:
 
 
 def replica_demand(resolved_spec: dict[str, Any], engine: EngineSettings) -> dict[str, float]:
-    """What one replica holds on its node: its bundles plus the replica actor's CPU."""
+    """What one replica holds on its node: its bundles plus the replica actor's CPU.
+
+    GPUs come with the accelerator type (Ray's `accelerator_type:<type>` node label, of
+    which each bundle takes 0.001), so a node with GPUs of another type does not fit.
+    """
     if engine.holds_gpus:
-        return {"GPU": float(resolved_spec.get("gpus_per_replica", 1)), "CPU": 1.0}
+        demand = {"GPU": float(resolved_spec.get("gpus_per_replica", 1)), "CPU": 1.0}
+        if engine.accelerator_type:
+            demand[f"accelerator_type:{engine.accelerator_type}"] = 0.001
+        return demand
     return {"CPU": 2.0}
