@@ -407,3 +407,14 @@ def test_jobs_api_away_is_a_warning_that_says_what_tasks_do(tmp_path: Path) -> N
     assert "http://10.0.0.5:8265" in check.detail and "stay QUEUED" in check.detail
     assert doctor.check_jobs(s, None, probes()).status is WARN
     assert doctor.check_jobs(s, facts, probes()).status is OK
+
+
+def test_the_cpu_engine_on_logical_gpus_needs_them(tmp_path: Path) -> None:
+    s = settings(tmp_path, ARGUS_CPU_HOLDS_GPUS="true")
+    none = RayFacts("2.60.0", {"CPU": 16.0})
+    assert doctor.check_gpus(s, none).status is FAIL
+    assert "--num-gpus" in doctor.check_gpus(s, none).detail
+    logical = RayFacts("2.60.0", {"CPU": 16.0, "GPU": 2.0})
+    assert doctor.check_gpus(s, logical).status is OK
+    typed = settings(tmp_path, ARGUS_CPU_HOLDS_GPUS="true", ARGUS_ACCELERATOR_TYPE="H20")
+    assert doctor.check_gpus(typed, logical).status is FAIL  # no H20 label on any node

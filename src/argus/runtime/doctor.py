@@ -354,15 +354,19 @@ def check_gpus(settings: Settings, facts: RayFacts | None) -> Check:
         k.partition(":")[2] for k in facts.resources if k.startswith("accelerator_type:")
     )
     seen = f"{gpus:g} GPUs ({', '.join(types) or 'no accelerator type'}), {cpus:g} CPUs"
-    if settings.serving.engine is EngineMode.CPU:
+    logical = settings.serving.llm.cpu_holds_gpus
+    if settings.serving.engine is EngineMode.CPU and not logical:
         return ok("gpus", f"{seen}; cpu mode needs no GPU")
     if gpus == 0:
+        fix = "declare them (`ray start --num-gpus=N`)" if logical else "start the GPU workers"
         return fail(
             "gpus",
-            f"Ray sees {seen}: start the GPU workers (`ray start --address=...` on each), "
-            "or set serving.engine: cpu",
+            f"Ray sees {seen}: replicas hold GPUs here; {fix} on each node "
+            "(`ray start --address=...`), or set serving.engine: cpu",
         )
     wanted = settings.serving.llm.accelerator_type
+    if logical and wanted is None:
+        return ok("gpus", f"{seen}; the cpu engine holds logical GPUs of any type")
     if wanted not in types:
         return fail(
             "gpus",
