@@ -155,3 +155,36 @@ def test_a_new_data_directory_is_private(env: dict[str, str]) -> None:
     code, out = run(env, "admin", "user", "list", "--offline")
     assert code == 0, out
     assert Path(env["ARGUS_DATA_DIR"]).stat().st_mode & 0o777 == 0o700
+
+
+def test_task_commands_as_a_user(env: dict[str, str], server: None, tmp_path: Path) -> None:
+    run(env, "admin", "user", "create", "alice")
+    code, out = run(env, "admin", "token", "issue", "alice")
+    user_env = {**env, "ARGUS_TOKEN": json.loads(out)["token"]}
+    spec = tmp_path / "task.yaml"
+    spec.write_text("name: hello\nworkload: command\nentrypoint: echo hi\n")
+    code, out = run(user_env, "task", "submit", "-f", str(spec))
+    assert code == 0, out
+    task = json.loads(out)
+    assert task["state"] == "QUEUED" and task["name"] == "hello"
+    code, out = run(user_env, "task", "ls")
+    assert code == 0 and task["task_id"] in out and "QUEUED" in out and "command" in out
+    code, out = run(user_env, "task", "ls", "--state", "running")
+    assert code == 0 and task["task_id"] not in out
+    log = Path(env["ARGUS_DATA_DIR"]) / "storage/users/alice/tasks" / task["task_id"] / "task.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("one\ntwo\nthree\n")
+    code, out = run(user_env, "task", "logs", task["task_id"], "--tail", "2")
+    assert code == 0 and out == "two\nthree\n"
+    code, out = run(user_env, "task", "cancel", task["task_id"])
+    assert code == 0 and json.loads(out)["state"] == "CANCELED"
+    # Followed after the end: the whole tail, then the outcome, and a non-zero exit.
+    code, out = run(user_env, "task", "logs", task["task_id"], "-f")
+    assert code == 1 and "three" in out and f"task {task['task_id']} CANCELED" in out
+    code, out = run(user_env, "task", "get", task["task_id"])
+    assert [e["event_type"] for e in json.loads(out)["events"]] == ["CREATED", "CANCELED"]
+    code, out = run(user_env, "task", "cancel", task["task_id"])
+    assert code == 1 and "already CANCELED" in out
+    spec.write_text("name: x\nworkload: sft\n")
+    code, out = run(user_env, "task", "submit", "-f", str(spec))
+    assert code == 1 and "model_source: is required" in out
