@@ -68,10 +68,7 @@ class TaskScheduler:
         decided = schedule(view.tasks, view.jobs, free)
         changes = list(decided.changes)
         for job_id in decided.stop:
-            try:
-                self.client.stop(job_id)
-            except Exception as e:  # tried again next tick
-                log.warning("stopping Ray job %s failed: %s", job_id, e)
+            self._stop_quietly(job_id)  # a failed stop is tried again next tick
         by_id = {t.task_id: t for t in view.tasks}
         for task_id in decided.submit:
             changes.extend(self._submit(by_id[task_id]))
