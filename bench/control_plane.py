@@ -21,13 +21,16 @@ from pathlib import Path
 import httpx
 import uvicorn
 
-from argus.api.app import create_app
+from argus.web import create_app
 from argus.cluster.serve_client import DeploymentStatus, NodeResources, ServeObservation
-from argus.config import EngineMode, load_settings
+from argus.cluster.serve_app import EngineMode
+from argus.config import load_settings
 from argus.runtime.bootstrap import build_context
-from argus.serving.llm_config import EngineSettings, deployment_name
+from argus.cluster.serve_app import deployment_name
+from argus.serving.llm_config import EngineSettings
 from argus.serving.plan import LastApply, ModelRecord, plan
-from argus.serving.states import ServeState
+from argus.serving.spec import ResolvedServingSpec
+from argus.store.states import ServeState
 from argus.store.schema import ServeModel
 from argus.store.users import create_user, issue_user_token
 
@@ -43,9 +46,10 @@ def bench_plan() -> float:
     deps = {}
     for i in range(1000):
         model_id = f"u{i % 50}-202611281200-m{i}"
-        spec = {"model_id": f"m{i}", "model_source": f"/private/hf/m{i}", "num_replicas": 1,
-                "gpus_per_replica": 1, "engine_kwargs": {"max_model_len": 4096}}
-        models.append(ModelRecord(f"k{i}", model_id, ServeState.RUNNING, 1, 1, 1, 1, spec))
+        spec = ResolvedServingSpec.from_stored(
+            {"model_id": f"m{i}", "model_source": f"/private/hf/m{i}", "num_replicas": 1,
+             "gpus_per_replica": 1, "engine_kwargs": {"max_model_len": 4096}})
+        models.append(ModelRecord(f"k{i}", model_id, ServeState.RUNNING, 1, 1, 1, spec))
         deps[deployment_name(model_id)] = DeploymentStatus("HEALTHY", "", {"RUNNING": 1})
     nodes = tuple(NodeResources(f"n{i}", {"GPU": 8.0, "CPU": 64.0}, {"GPU": 0.0, "CPU": 30.0})
                   for i in range(125))
@@ -86,7 +90,7 @@ def bench_list(tmp: Path) -> float:
                 model_id=f"alice-202601010000-m{i}", spec_yaml="model_id: m\n",
                 resolved_spec={"model_id": f"m{i}", "model_source": "/x", "num_replicas": 1,
                                "gpus_per_replica": 1, "engine_kwargs": {}},
-                state="RUNNING", generation=1, observed_generation=1, target_replicas=1,
+                state="RUNNING", generation=1, observed_generation=1, gpus=1,
                 ready_replicas=1, created_at=now, updated_at=now))
     server = uvicorn.Server(uvicorn.Config(create_app(ctx), host="127.0.0.1", port=18099,
                                            log_level="warning", access_log=False))

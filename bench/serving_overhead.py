@@ -27,10 +27,11 @@ from pathlib import Path
 
 import httpx
 
-from argus.config import EngineMode
+from argus.cluster.serve_app import EngineMode
 from argus.demo import DEMO_MODEL_DIRNAME, prepare_demo_model
 from argus.runtime.head import find_local_head, start_local_head, stop_local_head
 from argus.serving.llm_config import EngineSettings, build_llm_config
+from argus.serving.spec import ResolvedServingSpec
 
 ARGUS = str(Path(sys.executable).with_name("argus"))
 PROMPT = [{"role": "user", "content": "What is the capital of France?"}]
@@ -103,8 +104,9 @@ def main() -> int:
     serve_port = int(os.environ.get("BENCH_SERVE_PORT", "8000"))
     base = f"http://127.0.0.1:{serve_port}/v1"
     engine = EngineSettings(EngineMode.CPU, None, 1, str(storage / ".hf-home"))
-    spec = {"model_id": "x", "model_source": str(source), "num_replicas": 1,
-            "gpus_per_replica": 1, "engine_kwargs": ENGINE_KWARGS}
+    spec = ResolvedServingSpec.from_stored(
+        {"model_id": "x", "model_source": str(source), "num_replicas": 1,
+         "gpus_per_replica": 1, "engine_kwargs": ENGINE_KWARGS})
     argus_proc = None
     vllm_proc = None
     try:

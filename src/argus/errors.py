@@ -51,5 +51,9 @@ class Unprocessable(ArgusError):
     status, code = 422, "invalid"
 
 
-class Unavailable(ArgusError):
-    status, code = 503, "unavailable"
+class BadGateway(ArgusError):
+    status, code = 502, "bad_gateway"
+
+
+class GatewayTimeout(ArgusError):
+    status, code = 504, "gateway_timeout"

@@ -6,8 +6,10 @@ import re
 import secrets
 from datetime import UTC, datetime
 
-USER_ID_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
-MODEL_ID_SUFFIX_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$")
+from argus.text import shown
+
+USER_ID_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+MODEL_ID_SUFFIX_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}")
 
 
 class InvalidId(ValueError):
@@ -15,18 +17,18 @@ class InvalidId(ValueError):
 
 
 def validate_user_id(user_id: str) -> str:
-    if not USER_ID_RE.match(user_id):
+    if not USER_ID_RE.fullmatch(user_id):
         raise InvalidId(
-            f"user_id {user_id!r} is not valid: use 1 to 32 characters, a lowercase letter "
+            f"user_id {shown(user_id)} is not valid: use 1 to 32 characters, a lowercase letter "
             "first, then lowercase letters, digits, '_' or '-'"
         )
     return user_id
 
 
 def validate_model_id_suffix(suffix: str) -> str:
-    if not MODEL_ID_SUFFIX_RE.match(suffix):
+    if not MODEL_ID_SUFFIX_RE.fullmatch(suffix):
         raise InvalidId(
-            f"model_id {suffix!r} is not valid: use 1 to 64 characters, a letter or digit "
+            f"model_id {shown(suffix)} is not valid: use 1 to 64 characters, a letter or digit "
             "first, then letters, digits, '.', '_' or '-'"
         )
     return suffix

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import yaml
-
+from argus.storage import checkpoint_source
 from argus.store.schema import ServeEvent, ServeModel, Task, TaskEvent, Token, User
-from argus.training.submission import checkpoint_source
 
 
 def user_view(user: User) -> dict[str, Any]:
@@ -15,6 +13,7 @@ def user_view(user: User) -> dict[str, Any]:
         "user_id": user.user_id,
         "is_admin": user.is_admin,
         "disabled": user.disabled,
+        "allow_commands": user.allow_commands or user.is_admin,
         "created_at": user.created_at.isoformat(),
     }
 
@@ -28,8 +27,10 @@ def token_view(token: Token) -> dict[str, Any]:
     }
 
 
-def model_view(model: ServeModel) -> dict[str, Any]:
-    spec = model.resolved_spec
+def model_view(model: ServeModel, cluster: dict[str, object] | None = None) -> dict[str, Any]:
+    """A model; `cluster` (from the status view) is set while the Ray cluster is unreachable,
+    and says that the state shown is the last one seen."""
+    spec = model.resolved_spec if isinstance(model.resolved_spec, dict) else {}
     return {
         "model_key": model.model_key,
         "model_id": model.model_id,
@@ -39,10 +40,12 @@ def model_view(model: ServeModel) -> dict[str, Any]:
         "error_summary": model.error_summary,
         "generation": model.generation,
         "observed_generation": model.observed_generation,
-        "target_replicas": model.target_replicas,
+        "target_replicas": spec.get("num_replicas"),
         "ready_replicas": model.ready_replicas,
-        "gpus_per_replica": spec.get("gpus_per_replica", 1),
+        "gpus_per_replica": spec.get("gpus_per_replica"),
+        "gpus": model.gpus,
         "model_source": spec.get("model_source"),
+        "cluster_unreachable_since": cluster.get("unreachable_since") if cluster else None,
         "created_at": model.created_at.isoformat(),
         "updated_at": model.updated_at.isoformat(),
     }
@@ -57,12 +60,8 @@ def event_view(event: ServeEvent | TaskEvent) -> dict[str, Any]:
     }
 
 
-def resolved_spec_yaml(model: ServeModel) -> str:
-    return yaml.safe_dump(model.resolved_spec, sort_keys=False)
-
-
 def task_view(task: Task, checkpoint_ready: bool = False) -> dict[str, Any]:
-    spec = task.resolved_spec
+    spec = task.resolved_spec if isinstance(task.resolved_spec, dict) else {}
     return {
         "task_id": task.task_id,
         "name": task.name,
@@ -71,9 +70,10 @@ def task_view(task: Task, checkpoint_ready: bool = False) -> dict[str, Any]:
         "state": task.state,
         "error_summary": task.error_summary,
         "ray_job_id": task.ray_job_id,
-        "nnodes": spec.get("nnodes", 1),
-        "gpus_per_node": spec.get("gpus_per_node", 0),
-        "cpus_per_node": spec.get("cpus_per_node", 1),
+        "nnodes": spec.get("nnodes"),
+        "gpus_per_node": spec.get("gpus_per_node"),
+        "cpus_per_node": spec.get("cpus_per_node"),
+        "gpus": task.gpus,
         "cancel_requested": task.cancel_requested_at is not None,
         "checkpoint": {
             "model_source": checkpoint_source(task.task_id),
@@ -84,7 +84,3 @@ def task_view(task: Task, checkpoint_ready: bool = False) -> dict[str, Any]:
         "started_at": task.started_at.isoformat() if task.started_at else None,
         "finished_at": task.finished_at.isoformat() if task.finished_at else None,
     }
-
-
-def task_spec_yaml(task: Task) -> str:
-    return yaml.safe_dump(task.resolved_spec, sort_keys=False)

@@ -21,14 +21,14 @@ import uvicorn
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from argus import accounts
-from argus.api.app import create_app
 from argus.api.deps import AppContext
-from argus.cluster.fake import FakeServeClient
 from argus.cluster.serve_client import NodeResources
 from argus.demo import DEMO_MODEL_DIRNAME
-from argus.runtime.bootstrap import build_context, build_reconciler
-from argus.serving.reconciler import Reconciler
+from argus.runtime.bootstrap import build_context, build_loop
+from argus.runtime.loop import ControlLoop
+from argus.web import create_app
 from tests.conftest import make_model_folder, make_settings
+from tests.fake_cluster import FakeServeClient
 from tests.openai_stub import FakeOpenAI
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -55,11 +55,14 @@ class LiveArgus:
     url: str
     ctx: AppContext
     fake: FakeServeClient
-    reconciler: Reconciler
+    reconciler: ControlLoop
 
-    def new_user(self, user_id: str) -> str:
+    def new_user(self, user_id: str, *, commands: bool = False) -> str:
         now = datetime.now(UTC)
         accounts.create_user(self.ctx.db, user_id, now)
+        if commands:
+            change = accounts.UserUpdate(allow_commands=True)
+            accounts.update_user(self.ctx.db, user_id, change, now, self.ctx.serving.quotas)
         token: str = accounts.issue_token(self.ctx.db, user_id, now)["token"]
         return token
 
@@ -78,8 +81,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveArgus]:
     fake = FakeServeClient()
     ctx = build_context(settings, ray=fake)
     make_model_folder(settings.storage_root / "hf" / DEMO_MODEL_DIRNAME)
-    reconciler = build_reconciler(settings, ctx.db, fake)
-    ctx.status = reconciler
+    reconciler = build_loop(settings, ctx.db, fake)
+    ctx.status = reconciler.status
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))

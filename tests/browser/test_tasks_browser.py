@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from argus.cluster.fake import FakeJobClient
 from argus.demo import DEMO_TASK_YAML
-from argus.runtime.bootstrap import build_reconciler
+from argus.runtime.bootstrap import build_loop
 from tests.browser.conftest import LiveArgus, screenshot
 from tests.conftest import make_model_folder
+from tests.fake_cluster import FakeJobClient
 
 pytestmark = pytest.mark.browser
 
@@ -31,8 +31,9 @@ TASK_URL_RE = re.compile(r"/ui/tasks/(tsk_[0-9a-f]{16})$")
 def jobs(live: LiveArgus) -> FakeJobClient:
     """Let the live reconciler run tasks too, on the fake Serve client's node."""
     client = FakeJobClient(serve=live.fake)
-    scheduler = build_reconciler(live.ctx.settings, live.ctx.db, live.fake, client).tasks
+    scheduler = build_loop(live.ctx.settings, live.ctx.db, live.fake, client).tasks
     live.reconciler.tasks = scheduler
+    live.reconciler.status.jobs = scheduler
     return client
 
 
@@ -61,7 +62,7 @@ def submit_from_editor(page: Page, live: LiveArgus) -> str:
 def test_submit_watch_follow_the_log_and_serve_the_checkpoint(
     page: Page, live: LiveArgus, jobs: FakeJobClient
 ) -> None:
-    token = live.new_user("tara")
+    token = live.new_user("tara", commands=True)
     log_in(page, live, token)
     expect(page.locator("nav a.current")).to_have_text("Tasks")
     expect(page.get_by_role("heading", name="No tasks yet")).to_be_visible()
@@ -151,7 +152,7 @@ def test_submit_watch_follow_the_log_and_serve_the_checkpoint(
 def test_cancel_a_running_task_from_its_page(
     page: Page, live: LiveArgus, jobs: FakeJobClient
 ) -> None:
-    token = live.new_user("uma")
+    token = live.new_user("uma", commands=True)
     log_in(page, live, token)
     task_id = submit_from_editor(page, live)
     job_id = f"argus-{task_id}"

@@ -22,9 +22,9 @@ import httpx
 import pytest
 from openai import OpenAI
 
+from argus.cluster.serve_app import deployment_name
 from argus.demo import DEMO_MODEL_DIRNAME, prepare_demo_model
 from argus.runtime.head import find_local_head, start_local_head, stop_local_head
-from argus.serving.llm_config import deployment_name
 
 ARGUS = str(Path(sys.executable).with_name("argus"))
 

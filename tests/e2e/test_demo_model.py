@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 
 from argus import demo
-from argus.config import EngineMode
+from argus.cluster.serve_app import EngineMode
 from argus.demo import DEMO_MODEL_DIRNAME, DEMO_SPEC_YAML, DemoModelError, prepare_demo_model
-from argus.serving.paths import resolve_model_source
-from argus.serving.spec import SpecLimits, load_yaml_mapping, validate_spec
+from argus.serving.spec import SpecLimits, validate_spec
+from argus.storage import resolve_model_source
+from argus.yamlspec import load_yaml_mapping
 
 pytestmark = pytest.mark.e2e
 

@@ -22,7 +22,7 @@ import httpx
 import openai
 import pytest
 
-from argus.serving.llm_config import deployment_name
+from argus.cluster.serve_app import deployment_name
 from tests.e2e.conftest import Stack, argus_env, free_port
 from tests.e2e.multinode import Cluster, NodeSpec, make_tiny_model, wait_for
 
@@ -92,7 +92,7 @@ class MultiNode:
 
 
 def events(got: dict[str, Any]) -> list[str]:
-    return [e["event_type"] for e in got["events"]]
+    return [e["event_type"] for e in reversed(got["events"])]
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ def test_the_demo_model_serves_the_openai_api(stack: Stack) -> None:
     assert posted["state"] == "QUEUED"
     got = stack.wait(posted["model_key"], "RUNNING", timeout=600)
     assert got["serve_status"]["status"] == "HEALTHY"
-    assert [e["event_type"] for e in got["events"]] == ["CREATED", "APPLIED", "READY"]
+    assert [e["event_type"] for e in reversed(got["events"])] == ["CREATED", "APPLIED", "READY"]
 
     client = stack.openai()
     assert posted["model_id"] in [m.id for m in client.models.list()]
@@ -110,7 +110,7 @@ def test_scale_to_two_and_back_in_place(stack: Stack) -> None:
         stack.wait(key, "RUNNING", ready=1, timeout=300)
     assert caller.failures == [] and caller.ok > 5
     assert stack.replica_pids(stack.ids["smol2"]) == other
-    events = [e["event_type"] for e in stack.model(key)["events"]]
+    events = [e["event_type"] for e in reversed(stack.model(key)["events"])]
     assert events[-5:] == ["SCALED", "SCALE_APPLIED", "READY", "SCALED", "SCALE_APPLIED"]
 
 
@@ -169,7 +169,11 @@ def test_a_restarted_ray_cluster_gets_the_model_back(stack: Stack) -> None:
     start_local_head(num_cpus=16, dashboard_host="127.0.0.1")
     stack.start_argus()
     got = stack.wait(key, "RUNNING", timeout=600)
-    assert [e["event_type"] for e in got["events"]][-3:] == ["REDEPLOY", "APPLIED", "READY"]
+    assert [e["event_type"] for e in reversed(got["events"])][-3:] == [
+        "REDEPLOY",
+        "APPLIED",
+        "READY",
+    ]
     reply = stack.openai().chat.completions.create(
         model=model_id,
         temperature=0,

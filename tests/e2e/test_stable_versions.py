@@ -10,16 +10,16 @@ from __future__ import annotations
 import pytest
 
 from argus.cluster.ray_client import pin_versions
-from argus.config import EngineMode
-from argus.serving.llm_config import (
+from argus.cluster.serve_app import (
     INGRESS_DEPLOYMENT,
     LLM_GRACEFUL_SHUTDOWN_S,
-    EngineSettings,
-    build_llm_config,
+    EngineMode,
     deployment_name,
     ingress_version,
     llm_server_version,
 )
+from argus.serving.llm_config import EngineSettings, build_llm_config
+from argus.serving.spec import ResolvedServingSpec
 from tests.e2e.conftest import Stack
 
 pytestmark = pytest.mark.e2e
@@ -31,13 +31,15 @@ def test_built_app_keeps_the_pinned_versions(stack: Stack) -> None:
     from ray.serve.llm import LLMConfig, build_openai_app
 
     engine = EngineSettings(EngineMode.CPU, None, 1, "/hf")
-    spec = {
-        "model_id": "x",
-        "model_source": "/m",
-        "num_replicas": 2,
-        "gpus_per_replica": 1,
-        "engine_kwargs": {},
-    }
+    spec = ResolvedServingSpec.from_stored(
+        {
+            "model_id": "x",
+            "model_source": "/m",
+            "num_replicas": 2,
+            "gpus_per_replica": 1,
+            "engine_kwargs": {},
+        }
+    )
     configs = {m: build_llm_config(m, spec, engine) for m in ("u-1-a", "u-1-Qwen2.5")}
     try:
         app = build_openai_app(
@@ -62,8 +64,8 @@ def test_built_app_keeps_the_pinned_versions(stack: Stack) -> None:
 def test_ray_serve_client_reports_the_live_app(stack: Stack) -> None:
     import ray
 
-    from argus.cluster.ray_client import ApplyError, RayServeClient
-    from argus.cluster.serve_client import ModelDeployment
+    from argus.cluster.ray_client import RayServeClient
+    from argus.cluster.serve_client import ApplyError, ModelDeployment
     from argus.runtime.head import find_local_head
 
     address = find_local_head()

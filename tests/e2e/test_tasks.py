@@ -18,7 +18,7 @@ pytestmark = pytest.mark.e2e
 
 
 def events(got: dict[str, Any]) -> list[str]:
-    return [e["event_type"] for e in got["events"]]
+    return [e["event_type"] for e in reversed(got["events"])]
 
 
 def test_the_demo_sft_task_trains_and_its_checkpoint_serves(stack: Stack) -> None:

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from argus.api.app import create_app
 from argus.api.deps import AppContext
 from argus.config import Settings
 from argus.runtime.bootstrap import build_context
+from argus.web import create_app
 from tests.conftest import ADMIN_TOKEN, make_model_folder, make_settings
 
 
@@ -50,10 +50,15 @@ class Api:
     def headers(self, token: str = ADMIN_TOKEN) -> dict[str, str]:
         return {"Authorization": f"Bearer {token}"}
 
-    def new_user(self, user_id: str) -> str:
-        """Create a user and return a fresh token for them."""
+    def new_user(self, user_id: str, *, commands: bool = False) -> str:
+        """Create a user (allowed to run `command` tasks if asked) and return a fresh token."""
         r = self.client.post("/api/v2/users", json={"user_id": user_id}, headers=self.headers())
         assert r.status_code == 201, r.text
+        if commands:
+            r = self.client.patch(
+                f"/api/v2/users/{user_id}", json={"allow_commands": True}, headers=self.headers()
+            )
+            assert r.status_code == 200, r.text
         r = self.client.post(f"/api/v2/users/{user_id}/tokens", headers=self.headers())
         assert r.status_code == 201, r.text
         token: str = r.json()["token"]

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from argus.cluster.fake import FakeServeClient
-from argus.runtime.bootstrap import build_reconciler
+from argus.runtime.bootstrap import build_loop
 from argus.store.backup import (
     BackupError,
     backup_database,
@@ -22,6 +21,7 @@ from argus.store.backup import (
 )
 from argus.store.db import Database
 from tests.conftest import spec_yaml
+from tests.fake_cluster import FakeServeClient
 from tests.integration.conftest import Api
 
 pytestmark = pytest.mark.integration
@@ -50,7 +50,7 @@ def test_a_backup_is_one_self_contained_private_file(api: Api, tmp_path: Path) -
     dest = tmp_path / "argus-backup.db"
     result = backup_database(api.settings.database_url, dest)
     assert result.path == dest and result.size_bytes == dest.stat().st_size
-    assert result.facts.revision == "0003"
+    assert result.facts.revision == "0004"
     assert result.facts.models == {"QUEUED": 1}
     assert result.facts.users == 2  # the admin and alice
     assert stat.S_IMODE(dest.stat().st_mode) == 0o600  # it holds the token hashes
@@ -92,7 +92,7 @@ def test_a_backup_never_overwrites_unless_forced(api: Api, tmp_path: Path) -> No
         backup_database(api.settings.database_url, dest)
     assert dest.read_text() == "precious"
     backup_database(api.settings.database_url, dest, force=True)
-    assert inspect_database(dest).revision == "0003"
+    assert inspect_database(dest).revision == "0004"
     with pytest.raises(BackupError, match="is a folder"):
         backup_database(api.settings.database_url, tmp_path)
     with pytest.raises(BackupError, match="does not exist"):
@@ -152,7 +152,7 @@ def test_restore_refuses_while_argus_runs(api: Api, tmp_path: Path) -> None:
 def test_restore_brings_the_cluster_back_to_the_backup(api: Api, tmp_path: Path) -> None:
     alice = api.new_user("alice")
     fake = FakeServeClient()
-    rec = build_reconciler(api.settings, api.ctx.db, fake)
+    rec = build_loop(api.settings, api.ctx.db, fake)
     a, b = post(api, alice, "a"), post(api, alice, "b")
     rec.tick()
     fake.set_ready(f"{PREFIX}a")
@@ -185,7 +185,7 @@ def test_restore_brings_the_cluster_back_to_the_backup(api: Api, tmp_path: Path)
     assert inspect_database(result.previous).models == {"DELETED": 1, "RUNNING": 1, "DEPLOYING": 1}
     db = Database(api.settings.database_url)
     try:
-        restarted = build_reconciler(api.settings, db, fake)
+        restarted = build_loop(api.settings, db, fake)
         for _ in range(3):
             restarted.tick()
     finally:

@@ -13,9 +13,9 @@ import pytest
 import uvicorn
 from typer.testing import CliRunner
 
-from argus.api.app import create_app
 from argus.cli.main import app
 from argus.runtime.bootstrap import build_context
+from argus.web import create_app
 from tests.conftest import ADMIN_TOKEN, make_settings
 from tests.integration.conftest import FakeRayProbe
 
@@ -141,12 +141,12 @@ def test_serve_commands_as_a_user(env: dict[str, str], server: None, tmp_path: P
     code, out = run(user_env, "serve", "scale", posted["model_key"], "3")
     assert code == 0 and json.loads(out)["target_replicas"] == 3
     code, out = run(user_env, "serve", "get", posted["model_key"])
-    assert [e["event_type"] for e in json.loads(out)["events"]] == ["CREATED", "SCALED"]
+    assert [e["event_type"] for e in reversed(json.loads(out)["events"])] == ["CREATED", "SCALED"]
     code, out = run(user_env, "serve", "delete", posted["model_key"])
     assert code == 0 and json.loads(out)["state"] == "DELETING"
     spec.write_text("model_id: x\nmodel_source: /etc\n")
     code, out = run(user_env, "serve", "apply", "-f", str(spec))
-    assert code == 1 and "outside your model folders" in out
+    assert code == 1 and "outside the folders you may use" in out
     code, out = run(user_env, "serve", "get", "nope")
     assert code == 1 and "no model with key" in out
 
@@ -159,6 +159,8 @@ def test_a_new_data_directory_is_private(env: dict[str, str]) -> None:
 
 def test_task_commands_as_a_user(env: dict[str, str], server: None, tmp_path: Path) -> None:
     run(env, "admin", "user", "create", "alice")
+    code, out = run(env, "admin", "user", "update", "alice", "--allow-commands")
+    assert code == 0 and json.loads(out)["allow_commands"] is True, out
     code, out = run(env, "admin", "token", "issue", "alice")
     user_env = {**env, "ARGUS_TOKEN": json.loads(out)["token"]}
     spec = tmp_path / "task.yaml"
@@ -182,7 +184,7 @@ def test_task_commands_as_a_user(env: dict[str, str], server: None, tmp_path: Pa
     code, out = run(user_env, "task", "logs", task["task_id"], "-f")
     assert code == 1 and "three" in out and f"task {task['task_id']} CANCELED" in out
     code, out = run(user_env, "task", "get", task["task_id"])
-    assert [e["event_type"] for e in json.loads(out)["events"]] == ["CREATED", "CANCELED"]
+    assert [e["event_type"] for e in reversed(json.loads(out)["events"])] == ["CREATED", "CANCELED"]
     code, out = run(user_env, "task", "cancel", task["task_id"])
     assert code == 1 and "already CANCELED" in out
     spec.write_text("name: x\nworkload: sft\n")

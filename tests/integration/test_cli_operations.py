@@ -55,7 +55,7 @@ def test_backup_then_restore(env: dict[str, str], tmp_path: Path) -> None:
     assert users(env) == ["admin", "alice", "bob"]
     code, out = run(env, "admin", "restore", str(backup))
     assert code == 0, out
-    assert "schema 0003 -> 0003" in out and "kept the replaced database as" in out
+    assert "schema 0004 -> 0004" in out and "kept the replaced database as" in out
     assert "argus up" in out
     assert users(env) == ["admin", "alice"]
 

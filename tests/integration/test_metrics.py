@@ -8,13 +8,13 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from argus.api.app import create_app
-from argus.cluster.fake import FakeServeClient
 from argus.cluster.serve_client import NodeResources
-from argus.runtime.bootstrap import build_reconciler
-from argus.serving.reconciler import Reconciler
-from argus.serving.states import ServeState
+from argus.runtime.bootstrap import build_loop
+from argus.runtime.loop import ControlLoop
+from argus.store.states import ServeState
+from argus.web import create_app
 from tests.conftest import spec_yaml
+from tests.fake_cluster import FakeServeClient
 from tests.integration.conftest import Api
 
 pytestmark = pytest.mark.integration
@@ -68,18 +68,18 @@ def fake() -> FakeServeClient:
 
 
 @pytest.fixture
-def rec(api: Api, fake: FakeServeClient) -> Reconciler:
+def rec(api: Api, fake: FakeServeClient) -> ControlLoop:
     """The reconciler made before the app, as `argus up` does, so the app follows its ticks."""
-    r = build_reconciler(api.settings, api.ctx.db, fake)
+    r = build_loop(api.settings, api.ctx.db, fake)
     r.monotonic = StepMonotonic(0.1)
-    api.ctx.status = r
+    api.ctx.status = r.status
     api.client.close()
     api.client = TestClient(create_app(api.ctx))
     return r
 
 
 def test_metrics_need_the_admin_token(api: Api) -> None:
-    alice = api.new_user("alice")
+    alice = api.new_user("alice", commands=True)
     assert api.client.get("/metrics").status_code == 401
     r = api.client.get("/metrics", headers={"Authorization": "Bearer argus_nope_nope"})
     assert r.status_code == 401
@@ -106,9 +106,9 @@ def test_every_state_is_there_from_the_start(api: Api) -> None:
 
 
 def test_models_by_state_follow_posts_and_ticks(
-    api: Api, rec: Reconciler, fake: FakeServeClient
+    api: Api, rec: ControlLoop, fake: FakeServeClient
 ) -> None:
-    alice = api.new_user("alice")
+    alice = api.new_user("alice", commands=True)
     a, _b = post(api, alice, "a"), post(api, alice, "b")
     assert models_by_state(api)["QUEUED"] == 2
     rec.tick()
@@ -128,9 +128,9 @@ def test_models_by_state_follow_posts_and_ticks(
 
 
 def test_pending_resources_counts_models_waiting_for_room(
-    api: Api, rec: Reconciler, fake: FakeServeClient
+    api: Api, rec: ControlLoop, fake: FakeServeClient
 ) -> None:
-    alice = api.new_user("alice")
+    alice = api.new_user("alice", commands=True)
     fake.nodes = [NodeResources("n1", {"CPU": 1.0}, {"CPU": 1.0})]
     post(api, alice, "a")
     post(api, alice, "b")
@@ -144,9 +144,9 @@ def test_pending_resources_counts_models_waiting_for_room(
 
 
 def test_reconciler_ticks_errors_and_durations(
-    api: Api, rec: Reconciler, fake: FakeServeClient
+    api: Api, rec: ControlLoop, fake: FakeServeClient
 ) -> None:
-    alice = api.new_user("alice")
+    alice = api.new_user("alice", commands=True)
     post(api, alice, "a")
     reports = [rec.tick() for _ in range(3)]
     fake.reachable = False
@@ -161,15 +161,17 @@ def test_reconciler_ticks_errors_and_durations(
     )
     assert value(samples, "argus_reconcile_tick_seconds_bucket", le="0.05") == 0
     assert value(samples, "argus_reconcile_tick_seconds_bucket", le="0.25") == 4
-    assert rec.last_tick is not None
+    assert rec.status.last_tick is not None
     assert value(samples, "argus_reconcile_last_tick_timestamp_seconds") == pytest.approx(
-        rec.last_tick.at.timestamp()
+        rec.status.last_tick.at.timestamp()
     )
 
 
 def test_a_reconciler_swapped_in_later_is_followed(api: Api, fake: FakeServeClient) -> None:
-    r = build_reconciler(api.settings, api.ctx.db, fake)
-    api.ctx.status = r  # after the app was made (as tests/integration/test_reconciler.py does)
+    r = build_loop(api.settings, api.ctx.db, fake)
+    api.ctx.status = (
+        r.status
+    )  # after the app was made (as tests/integration/test_reconciler.py does)
     r.tick()
     samples = scrape(api)
     assert value(samples, "argus_reconcile_ticks_total") == 1  # read from the reconciler
@@ -179,7 +181,7 @@ def test_a_reconciler_swapped_in_later_is_followed(api: Api, fake: FakeServeClie
 
 
 def test_requests_are_counted_by_route_template_and_status(api: Api) -> None:
-    alice = api.new_user("alice")
+    alice = api.new_user("alice", commands=True)
     key = post(api, alice, "a")
     api.client.get(f"/api/v2/serve/models/{key}", headers=api.headers(alice))
     api.client.get("/api/v2/serve/models/mdl_nope", headers=api.headers(alice))
@@ -213,24 +215,24 @@ def test_each_app_has_its_own_registry(api_factory: Callable[..., Api]) -> None:
 
 
 def test_a_failing_tick_observer_never_stops_the_loop(
-    api: Api, rec: Reconciler, caplog: pytest.LogCaptureFixture
+    api: Api, rec: ControlLoop, caplog: pytest.LogCaptureFixture
 ) -> None:
     seen: list[float] = []
 
     def broken(_: object) -> None:
         raise RuntimeError("observer bug")
 
-    rec.add_tick_observer(broken)
-    rec.add_tick_observer(lambda tick: seen.append(tick.seconds))  # type: ignore[attr-defined]
+    rec.status.add_tick_observer(broken)
+    rec.status.add_tick_observer(lambda tick: seen.append(tick.seconds))  # type: ignore[attr-defined]
     report = rec.tick()
-    assert report.error is None and rec.ticks == 1
+    assert report.error is None and rec.status.ticks == 1
     assert seen == [report.seconds]  # the observers after the broken one still ran
     assert "a tick observer failed" in caplog.text
     assert value(scrape(api), "argus_reconcile_tick_seconds_count") == 1
 
 
 def test_tasks_by_state(api: Api) -> None:
-    alice = api.new_user("alice")
+    alice = api.new_user("alice", commands=True)
     body = "name: t\nworkload: command\nentrypoint: 'true'\n"
     headers = {**api.headers(alice), "Content-Type": "application/yaml"}
     ids = [api.client.post("/api/v2/tasks", content=body, headers=headers).json() for _ in "ab"]

@@ -7,13 +7,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from argus.cluster.fake import FakeServeClient
+from argus.cluster.serve_app import INGRESS_DEPLOYMENT
 from argus.cluster.serve_client import NodeResources
-from argus.runtime.bootstrap import build_reconciler
-from argus.serving.llm_config import INGRESS_DEPLOYMENT
-from argus.serving.reconciler import Reconciler
+from argus.runtime.bootstrap import build_loop
+from argus.runtime.loop import ControlLoop
 from argus.store import serving as store
 from tests.conftest import spec_yaml
+from tests.fake_cluster import FakeServeClient
 from tests.integration.conftest import Api
 
 pytestmark = pytest.mark.integration
@@ -33,15 +33,15 @@ def fake() -> FakeServeClient:
 
 
 @pytest.fixture
-def rec(api: Api, fake: FakeServeClient) -> Reconciler:
-    r = build_reconciler(api.settings, api.ctx.db, fake)
+def rec(api: Api, fake: FakeServeClient) -> ControlLoop:
+    r = build_loop(api.settings, api.ctx.db, fake)
     r.clock = lambda: datetime.now(UTC)
     r.monotonic = Clock()
-    api.ctx.status = r
+    api.ctx.status = r.status
     return r
 
 
-def advance(r: Reconciler, seconds: float) -> None:
+def advance(r: ControlLoop, seconds: float) -> None:
     r.monotonic.t += seconds  # type: ignore[attr-defined]
 
 
@@ -54,7 +54,7 @@ def state(api: Api, key: str) -> str:
 
 
 def events(api: Api, key: str) -> list[str]:
-    return [e["event_type"] for e in model(api, key)["events"]]  # type: ignore[attr-defined]
+    return [e["event_type"] for e in reversed(model(api, key)["events"])]  # type: ignore[attr-defined]
 
 
 def post(api: Api, token: str, suffix: str = "smol", **kw: object) -> str:
@@ -69,7 +69,7 @@ def alice(api: Api) -> str:
 
 
 def test_queued_deploying_running(
-    api: Api, rec: Reconciler, fake: FakeServeClient, alice: str
+    api: Api, rec: ControlLoop, fake: FakeServeClient, alice: str
 ) -> None:
     key = post(api, alice)
     rec.tick()
@@ -92,7 +92,7 @@ def test_queued_deploying_running(
 
 
 def test_scale_in_place_and_back(
-    api: Api, rec: Reconciler, fake: FakeServeClient, alice: str
+    api: Api, rec: ControlLoop, fake: FakeServeClient, alice: str
 ) -> None:
     key = post(api, alice)
     rec.tick()
@@ -129,7 +129,7 @@ def test_scale_in_place_and_back(
 
 
 def test_a_failing_model_does_not_hold_the_others(
-    api: Api, rec: Reconciler, fake: FakeServeClient, alice: str
+    api: Api, rec: ControlLoop, fake: FakeServeClient, alice: str
 ) -> None:
     good, bad = post(api, alice, "good"), post(api, alice, "bad")
     rec.tick()
@@ -153,7 +153,7 @@ def test_a_failing_model_does_not_hold_the_others(
 
 
 def test_delete_takes_it_out_then_marks_deleted(
-    api: Api, rec: Reconciler, fake: FakeServeClient, alice: str
+    api: Api, rec: ControlLoop, fake: FakeServeClient, alice: str
 ) -> None:
     a, b = post(api, alice, "a"), post(api, alice, "b")
     rec.tick()
@@ -178,7 +178,7 @@ def test_delete_takes_it_out_then_marks_deleted(
 
 
 def test_not_enough_resources_waits_then_starts(
-    api: Api, rec: Reconciler, fake: FakeServeClient, alice: str
+    api: Api, rec: ControlLoop, fake: FakeServeClient, alice: str
 ) -> None:
     fake.nodes = [NodeResources("n1", {"CPU": 3.0}, {"CPU": 3.0})]
     a = post(api, alice, "a")
@@ -201,7 +201,7 @@ def test_not_enough_resources_waits_then_starts(
 
 
 def test_lost_replica_is_visible_and_recovers(
-    api: Api, rec: Reconciler, fake: FakeServeClient, alice: str
+    api: Api, rec: ControlLoop, fake: FakeServeClient, alice: str
 ) -> None:
     key = post(api, alice, num_replicas=2)
     rec.tick()
@@ -211,8 +211,8 @@ def test_lost_replica_is_visible_and_recovers(
     rec.tick()
     got = model(api, key)
     assert (got["model"]["state"], got["model"]["ready_replicas"]) == ("RUNNING", 1)  # type: ignore[index]
-    assert got["events"][-1]["event_type"] == "DEGRADED"  # type: ignore[index]
-    assert got["events"][-1]["payload"]["ready"] == 1  # type: ignore[index]
+    assert got["events"][0]["event_type"] == "DEGRADED"  # type: ignore[index]
+    assert got["events"][0]["payload"]["ready"] == 1  # type: ignore[index]
     fake.set_ready("alice-202611281200-smol")
     rec.tick()
     assert model(api, key)["model"]["ready_replicas"] == 2  # type: ignore[index]
@@ -222,13 +222,13 @@ def test_lost_replica_is_visible_and_recovers(
 def test_a_restarted_argus_adopts_the_running_app(
     api: Api, fake: FakeServeClient, alice: str
 ) -> None:
-    first = build_reconciler(api.settings, api.ctx.db, fake)
+    first = build_loop(api.settings, api.ctx.db, fake)
     key = post(api, alice)
     first.tick()
     fake.set_ready("alice-202611281200-smol")
     first.tick()
     before = fake._dep("alice-202611281200-smol")
-    second = build_reconciler(api.settings, api.ctx.db, fake)  # argus restarted
+    second = build_loop(api.settings, api.ctx.db, fake)  # argus restarted
     second.tick()
     assert state(api, key) == "RUNNING"
     assert fake._dep("alice-202611281200-smol") is before  # same replicas, no restart
@@ -236,7 +236,7 @@ def test_a_restarted_argus_adopts_the_running_app(
 
 
 def test_a_restarted_ray_cluster_gets_every_model_back(
-    api: Api, rec: Reconciler, fake: FakeServeClient, alice: str
+    api: Api, rec: ControlLoop, fake: FakeServeClient, alice: str
 ) -> None:
     key = post(api, alice)
     rec.tick()
@@ -260,7 +260,7 @@ def test_a_restarted_ray_cluster_gets_every_model_back(
     assert events(api, key)[-3:] == ["REDEPLOY", "APPLIED", "READY"]
 
 
-def test_status_route_is_for_the_admin(api: Api, rec: Reconciler, alice: str) -> None:
+def test_status_route_is_for_the_admin(api: Api, rec: ControlLoop, alice: str) -> None:
     post(api, alice)
     rec.tick()
     rec.tick()
@@ -281,7 +281,7 @@ def test_status_before_the_first_tick(api: Api) -> None:
 
 
 def test_a_user_change_during_a_tick_wins(
-    api: Api, rec: Reconciler, fake: FakeServeClient, alice: str, monkeypatch: pytest.MonkeyPatch
+    api: Api, rec: ControlLoop, fake: FakeServeClient, alice: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     key = post(api, alice)
     original: Callable[..., object] = fake.apply
@@ -295,7 +295,7 @@ def test_a_user_change_during_a_tick_wins(
     assert state(api, key) == "DELETING"  # the reconciler's APPLIED was dropped, not forced
 
 
-def test_the_loop_runs_in_a_thread(api: Api, rec: Reconciler, alice: str) -> None:
+def test_the_loop_runs_in_a_thread(api: Api, rec: ControlLoop, alice: str) -> None:
     import time
 
     rec.interval_s = 0.01

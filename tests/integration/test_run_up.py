@@ -13,12 +13,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from argus.cluster.fake import FakeServeClient
 from argus.config import Settings
 from argus.runtime.head import LocalHead
 from argus.runtime.server import RayHooks, RunState, run_down, run_up
 from tests.conftest import make_settings
 from tests.e2e.conftest import free_port
+from tests.fake_cluster import FakeServeClient
 
 pytestmark = pytest.mark.integration
 

@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from argus.cluster.fake import FakeJobClient, FakeServeClient
 from argus.cluster.serve_client import NodeResources
-from argus.runtime.bootstrap import build_reconciler
-from argus.serving.reconciler import Reconciler
+from argus.runtime.bootstrap import build_loop
+from argus.runtime.loop import ControlLoop
 from tests.conftest import spec_yaml
+from tests.fake_cluster import FakeJobClient, FakeServeClient
 from tests.integration.conftest import Api
 
 pytestmark = pytest.mark.integration
@@ -46,15 +46,15 @@ def jobs(serve: FakeServeClient) -> FakeJobClient:
     return FakeJobClient(serve=serve)
 
 
-def make_rec(api: Api, serve: FakeServeClient, jobs: FakeJobClient) -> Reconciler:
-    r = build_reconciler(api.settings, api.ctx.db, serve, jobs)
+def make_rec(api: Api, serve: FakeServeClient, jobs: FakeJobClient) -> ControlLoop:
+    r = build_loop(api.settings, api.ctx.db, serve, jobs)
     r.clock = lambda: datetime.now(UTC)
-    api.ctx.status = r
+    api.ctx.status = r.status
     return r
 
 
 @pytest.fixture
-def rec(gpu_api: Api, serve: FakeServeClient, jobs: FakeJobClient) -> Reconciler:
+def rec(gpu_api: Api, serve: FakeServeClient, jobs: FakeJobClient) -> ControlLoop:
     return make_rec(gpu_api, serve, jobs)
 
 
@@ -87,7 +87,7 @@ def state(api: Api, task_id: str) -> str:
 
 
 def events(api: Api, task_id: str) -> list[str]:
-    return [e["event_type"] for e in task(api, task_id)["events"]]
+    return [e["event_type"] for e in reversed(task(api, task_id)["events"])]
 
 
 def job_of(task_id: str) -> str:
@@ -95,9 +95,9 @@ def job_of(task_id: str) -> str:
 
 
 def test_a_task_runs_to_success_with_one_event_per_transition(
-    gpu_api: Api, rec: Reconciler, jobs: FakeJobClient
+    gpu_api: Api, rec: ControlLoop, jobs: FakeJobClient
 ) -> None:
-    alice = gpu_api.new_user("alice")
+    alice = gpu_api.new_user("alice", commands=True)
     t = submit(gpu_api, alice, gpus_per_node=2, cpus_per_node=4, env={"SEED": "1"})
     rec.tick()
     assert state(gpu_api, t) == "SUBMITTED"
@@ -121,8 +121,10 @@ def test_a_task_runs_to_success_with_one_event_per_transition(
     assert task(gpu_api, t)["task"]["finished_at"]
 
 
-def test_a_failed_task_shows_the_reason(gpu_api: Api, rec: Reconciler, jobs: FakeJobClient) -> None:
-    alice = gpu_api.new_user("alice")
+def test_a_failed_task_shows_the_reason(
+    gpu_api: Api, rec: ControlLoop, jobs: FakeJobClient
+) -> None:
+    alice = gpu_api.new_user("alice", commands=True)
     t = submit(gpu_api, alice)
     rec.tick()
     jobs.start(job_of(t))
@@ -143,9 +145,9 @@ def test_a_failed_task_shows_the_reason(gpu_api: Api, rec: Reconciler, jobs: Fak
 
 
 def test_cancel_a_running_task_stops_its_job(
-    gpu_api: Api, rec: Reconciler, jobs: FakeJobClient, serve: FakeServeClient
+    gpu_api: Api, rec: ControlLoop, jobs: FakeJobClient, serve: FakeServeClient
 ) -> None:
-    alice = gpu_api.new_user("alice")
+    alice = gpu_api.new_user("alice", commands=True)
     t = submit(gpu_api, alice, gpus_per_node=2)
     rec.tick()
     jobs.start(job_of(t))
@@ -167,9 +169,9 @@ def test_cancel_a_running_task_stops_its_job(
 
 
 def test_a_task_waits_while_a_model_holds_the_gpus_and_starts_when_it_is_deleted(
-    gpu_api: Api, rec: Reconciler, serve: FakeServeClient, jobs: FakeJobClient
+    gpu_api: Api, rec: ControlLoop, serve: FakeServeClient, jobs: FakeJobClient
 ) -> None:
-    alice = gpu_api.new_user("alice")
+    alice = gpu_api.new_user("alice", commands=True)
     r = gpu_api.post_spec(alice, spec_yaml(model_id="big", gpus_per_replica=2))
     key = r.json()["model_key"]
     rec.tick()
@@ -191,9 +193,9 @@ def test_a_task_waits_while_a_model_holds_the_gpus_and_starts_when_it_is_deleted
 
 
 def test_a_model_waits_while_a_task_holds_the_gpus(
-    gpu_api: Api, rec: Reconciler, serve: FakeServeClient, jobs: FakeJobClient
+    gpu_api: Api, rec: ControlLoop, serve: FakeServeClient, jobs: FakeJobClient
 ) -> None:
-    alice = gpu_api.new_user("alice")
+    alice = gpu_api.new_user("alice", commands=True)
     t = submit(gpu_api, alice, gpus_per_node=2)
     rec.tick()
     # Submitted but not yet started: Ray shows the GPUs free, argus counts them as taken.
@@ -201,7 +203,7 @@ def test_a_model_waits_while_a_task_holds_the_gpus(
     rec.tick()
     model = gpu_api.client.get(f"/api/v2/serve/models/{key}", headers=gpu_api.headers()).json()
     assert model["model"]["state"] == "QUEUED"
-    assert [e["event_type"] for e in model["events"]] == ["CREATED", "PENDING_RESOURCES"]
+    assert [e["event_type"] for e in reversed(model["events"])] == ["CREATED", "PENDING_RESOURCES"]
     jobs.start(job_of(t))
     rec.tick()
     assert not serve.apply_calls  # the running task holds both GPUs
@@ -211,8 +213,8 @@ def test_a_model_waits_while_a_task_holds_the_gpus(
     assert serve.apply_calls == [["alice-202611281200-m"]]
 
 
-def test_first_in_first_out_per_user(gpu_api: Api, rec: Reconciler, jobs: FakeJobClient) -> None:
-    alice, bob = gpu_api.new_user("alice"), gpu_api.new_user("bob")
+def test_first_in_first_out_per_user(gpu_api: Api, rec: ControlLoop, jobs: FakeJobClient) -> None:
+    alice, bob = gpu_api.new_user("alice", commands=True), gpu_api.new_user("bob", commands=True)
     running = submit(gpu_api, alice, "running", gpus_per_node=1)
     rec.tick()
     jobs.start(job_of(running))
@@ -233,7 +235,7 @@ def test_first_in_first_out_per_user(gpu_api: Api, rec: Reconciler, jobs: FakeJo
 def test_restarted_argus_re_adopts_running_tasks_and_fails_vanished_ones(
     gpu_api: Api, serve: FakeServeClient, jobs: FakeJobClient
 ) -> None:
-    alice = gpu_api.new_user("alice")
+    alice = gpu_api.new_user("alice", commands=True)
     first = make_rec(gpu_api, serve, jobs)
     kept, lost = submit(gpu_api, alice, "kept"), submit(gpu_api, alice, "lost")
     first.tick()
@@ -253,11 +255,12 @@ def test_restarted_argus_re_adopts_running_tasks_and_fails_vanished_ones(
 
 
 def test_a_job_submitted_before_a_crash_is_adopted_not_submitted_twice(
-    gpu_api: Api, rec: Reconciler, jobs: FakeJobClient
+    gpu_api: Api, rec: ControlLoop, jobs: FakeJobClient
 ) -> None:
-    alice = gpu_api.new_user("alice")
+    alice = gpu_api.new_user("alice", commands=True)
     t = submit(gpu_api, alice)
     # argus submitted the job, then died before recording SUBMITTED:
+    from argus.training.spec import ResolvedTaskSpec
     from argus.training.submission import build_submission
 
     record = task(gpu_api, t)
@@ -268,7 +271,15 @@ def test_a_job_submitted_before_a_crash_is_adopted_not_submitted_twice(
             t,
             "alice",
             job_of(t),
-            {"workload": "command", "entrypoint": "x", "cpus_per_node": 1, "gpus_per_node": 1},
+            ResolvedTaskSpec.from_stored(
+                {
+                    "name": "t",
+                    "workload": "command",
+                    "entrypoint": "x",
+                    "cpus_per_node": 1,
+                    "gpus_per_node": 1,
+                }
+            ),
             launch,
         )
     )
@@ -280,9 +291,9 @@ def test_a_job_submitted_before_a_crash_is_adopted_not_submitted_twice(
 
 
 def test_job_api_down_leaves_tasks_alone_and_serving_goes_on(
-    gpu_api: Api, rec: Reconciler, serve: FakeServeClient, jobs: FakeJobClient
+    gpu_api: Api, rec: ControlLoop, serve: FakeServeClient, jobs: FakeJobClient
 ) -> None:
-    alice = gpu_api.new_user("alice")
+    alice = gpu_api.new_user("alice", commands=True)
     t = submit(gpu_api, alice)
     jobs.reachable = False
     key = gpu_api.post_spec(alice, spec_yaml(model_id="m")).json()["model_key"]
@@ -299,9 +310,9 @@ def test_job_api_down_leaves_tasks_alone_and_serving_goes_on(
 
 
 def test_a_submission_ray_keeps_refusing_fails_the_task(
-    gpu_api: Api, rec: Reconciler, jobs: FakeJobClient
+    gpu_api: Api, rec: ControlLoop, jobs: FakeJobClient
 ) -> None:
-    alice = gpu_api.new_user("alice")
+    alice = gpu_api.new_user("alice", commands=True)
     t = submit(gpu_api, alice)
     jobs.submit_error = "runtime_env is invalid"
     for _ in range(3):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from argus.training.submission import task_dir
+from argus.storage import task_dir
 from tests.integration.conftest import Api
 
 pytestmark = pytest.mark.integration
@@ -46,7 +46,7 @@ def post(api: Api, token: str, body: str):  # type: ignore[no-untyped-def]
 
 
 def test_submit_stores_the_resolved_spec_and_one_event(api: Api) -> None:
-    alice = api.new_user("alice")
+    alice = api.new_user("alice", commands=True)
     r = post(api, alice, sft_yaml(learning_rate=1))
     assert r.status_code == 202, r.text
     body = r.json()
@@ -58,7 +58,7 @@ def test_submit_stores_the_resolved_spec_and_one_event(api: Api) -> None:
     }
     assert body["gpus_per_node"] == 0  # the CPU engine's default
     detail = api.client.get(f"/api/v2/tasks/{body['task_id']}", headers=api.headers(alice)).json()
-    assert [e["event_type"] for e in detail["events"]] == ["CREATED"]
+    assert [e["event_type"] for e in reversed(detail["events"])] == ["CREATED"]
     resolved = detail["resolved_spec_yaml"]
     assert f"model_source: {api.storage_root}/hf/tiny" in resolved
     assert "learning_rate: 1.0" in resolved and "batch_size: 4" in resolved
@@ -113,7 +113,7 @@ def test_submit_stores_the_resolved_spec_and_one_event(api: Api) -> None:
 def test_bad_specs_say_what_to_fix(
     api: Api, body: str, status: int, field: str, words: str
 ) -> None:
-    alice = api.new_user("alice")
+    alice = api.new_user("alice", commands=True)
     r = post(api, alice, body)
     assert r.status_code == status, r.text
     err = r.json()["error"]
@@ -122,7 +122,7 @@ def test_bad_specs_say_what_to_fix(
 
 
 def test_syntax_and_media_type_errors(api: Api) -> None:
-    alice = api.new_user("alice")
+    alice = api.new_user("alice", commands=True)
     assert post(api, alice, "name: [x\n").status_code == 400
     assert post(api, alice, "name: a\nname: b\n").status_code == 400
     r = api.client.post("/api/v2/tasks", json={"name": "x"}, headers=api.headers(alice))
@@ -130,7 +130,7 @@ def test_syntax_and_media_type_errors(api: Api) -> None:
 
 
 def test_another_users_task_is_404_and_lists_are_own(api: Api) -> None:
-    alice, bob = api.new_user("alice"), api.new_user("bob")
+    alice, bob = api.new_user("alice", commands=True), api.new_user("bob", commands=True)
     task_id = post(api, alice, sft_yaml()).json()["task_id"]
     post(api, bob, sft_yaml("bobs"))
     for path in (f"/api/v2/tasks/{task_id}", f"/api/v2/tasks/{task_id}/logs"):
@@ -144,7 +144,7 @@ def test_another_users_task_is_404_and_lists_are_own(api: Api) -> None:
 
 
 def test_list_is_paginated_newest_first_and_filters_by_state(api: Api) -> None:
-    alice = api.new_user("alice")
+    alice = api.new_user("alice", commands=True)
     ids = []
     for i in range(3):
         ids.append(post(api, alice, sft_yaml(f"t{i}")).json()["task_id"])
@@ -159,7 +159,7 @@ def test_list_is_paginated_newest_first_and_filters_by_state(api: Api) -> None:
 
 
 def test_cancel_a_queued_task_at_once_and_a_finished_one_is_409(api: Api) -> None:
-    alice = api.new_user("alice")
+    alice = api.new_user("alice", commands=True)
     task_id = post(api, alice, sft_yaml()).json()["task_id"]
     r = api.client.post(f"/api/v2/tasks/{task_id}:cancel", headers=api.headers(alice))
     assert r.status_code == 202 and r.json()["state"] == "CANCELED"
@@ -170,7 +170,7 @@ def test_cancel_a_queued_task_at_once_and_a_finished_one_is_409(api: Api) -> Non
 
 def test_active_tasks_per_user_are_bounded(api: Api) -> None:
     api.ctx.tasks = dataclasses.replace(api.ctx.tasks, max_active_per_user=2)
-    alice = api.new_user("alice")
+    alice = api.new_user("alice", commands=True)
     assert post(api, alice, sft_yaml("a")).status_code == 202
     assert post(api, alice, sft_yaml("b")).status_code == 202
     r = post(api, alice, sft_yaml("c"))
@@ -178,7 +178,7 @@ def test_active_tasks_per_user_are_bounded(api: Api) -> None:
 
 
 def test_logs_tail_and_refuse_a_symlink_out_of_the_home(api: Api, tmp_path: Path) -> None:
-    alice = api.new_user("alice")
+    alice = api.new_user("alice", commands=True)
     task_id = post(api, alice, sft_yaml()).json()["task_id"]
     url = f"/api/v2/tasks/{task_id}/logs"
     assert api.client.get(url, headers=api.headers(alice)).text == ""
@@ -198,7 +198,7 @@ def test_logs_tail_and_refuse_a_symlink_out_of_the_home(api: Api, tmp_path: Path
 
 
 def test_follow_streams_until_the_task_finishes(api: Api) -> None:
-    alice = api.new_user("alice")
+    alice = api.new_user("alice", commands=True)
     task_id = post(api, alice, sft_yaml()).json()["task_id"]
     folder = task_dir(api.storage_root, "alice", task_id)
     folder.mkdir(parents=True)

@@ -17,14 +17,16 @@ from typing import Any
 import pytest
 import yaml
 
-from argus.cluster.fake import FakeJobClient, FakeServeClient
 from argus.demo import DEMO_MODEL_DIRNAME, DEMO_TASK_YAML
 from argus.ids import MODEL_ID_SUFFIX_RE
-from argus.runtime.bootstrap import build_reconciler
-from argus.serving.reconciler import Reconciler
+from argus.runtime.bootstrap import build_loop
+from argus.runtime.loop import ControlLoop
+from argus.serving.control import checkpoint_spec_yaml
 from argus.store import tasks as store
-from argus.ui.routes_tasks import checkpoint_model_id, checkpoint_spec_yaml, whole_chars
+from argus.training.control import checkpoint_model_id
+from argus.ui.routes_tasks import whole_chars
 from tests.conftest import ADMIN_TOKEN, make_model_folder
+from tests.fake_cluster import FakeJobClient, FakeServeClient
 from tests.integration.conftest import Api
 from tests.integration.test_ui import flash_of, get, login, page_csrf, post
 
@@ -42,12 +44,12 @@ def api(api: Api) -> Api:
 
 @pytest.fixture
 def alice(api: Api) -> str:
-    return api.new_user("alice")
+    return api.new_user("alice", commands=True)
 
 
 @pytest.fixture
 def bob(api: Api) -> str:
-    return api.new_user("bob")
+    return api.new_user("bob", commands=True)
 
 
 @pytest.fixture
@@ -56,11 +58,11 @@ def jobs() -> FakeJobClient:
 
 
 @pytest.fixture
-def rec(api: Api, jobs: FakeJobClient) -> Reconciler:
+def rec(api: Api, jobs: FakeJobClient) -> ControlLoop:
     assert jobs.serve is not None
-    r = build_reconciler(api.settings, api.ctx.db, jobs.serve, jobs)
+    r = build_loop(api.settings, api.ctx.db, jobs.serve, jobs)
     r.clock = lambda: datetime.now(UTC)
-    api.ctx.status = r
+    api.ctx.status = r.status
     return r
 
 
@@ -85,7 +87,7 @@ def task_dir(api: Api, user: str, task_id: str) -> Path:
     return api.storage_root / "users" / user / "tasks" / task_id
 
 
-def running(api: Api, token: str, rec: Reconciler, jobs: FakeJobClient) -> str:
+def running(api: Api, token: str, rec: ControlLoop, jobs: FakeJobClient) -> str:
     task_id = submit_api(api, token)
     rec.tick()
     jobs.start(f"argus-{task_id}")
@@ -95,7 +97,7 @@ def running(api: Api, token: str, rec: Reconciler, jobs: FakeJobClient) -> str:
 
 
 def succeeded(
-    api: Api, token: str, rec: Reconciler, jobs: FakeJobClient, *, checkpoint: bool = True
+    api: Api, token: str, rec: ControlLoop, jobs: FakeJobClient, *, checkpoint: bool = True
 ) -> str:
     task_id = running(api, token, rec, jobs)
     user = task_json(api, task_id)["task"]["user_id"]
@@ -138,7 +140,7 @@ def test_tasks_is_in_the_sidebar_and_every_page_needs_a_session(api: Api, alice:
 
 
 def test_the_list_shows_each_task_with_its_state_and_refreshes_while_one_is_active(
-    api: Api, alice: str, bob: str, rec: Reconciler, jobs: FakeJobClient
+    api: Api, alice: str, bob: str, rec: ControlLoop, jobs: FakeJobClient
 ) -> None:
     queued = submit_api(api, alice)
     login(api, alice)
@@ -295,7 +297,7 @@ def test_submit_again_opens_the_editor_with_the_tasks_spec(api: Api, alice: str,
 
 # -- a task's page and its log ---------------------------------------------------------------
 def test_the_page_shows_the_job_and_the_log_and_the_log_endpoint_gives_what_is_new(
-    api: Api, alice: str, rec: Reconciler, jobs: FakeJobClient
+    api: Api, alice: str, rec: ControlLoop, jobs: FakeJobClient
 ) -> None:
     task_id = running(api, alice, rec, jobs)
     log = task_dir(api, "alice", task_id) / "task.log"
@@ -355,7 +357,7 @@ def test_the_page_shows_the_job_and_the_log_and_the_log_endpoint_gives_what_is_n
 
 
 def test_a_failed_task_shows_its_error_summary(
-    api: Api, alice: str, rec: Reconciler, jobs: FakeJobClient
+    api: Api, alice: str, rec: ControlLoop, jobs: FakeJobClient
 ) -> None:
     task_id = running(api, alice, rec, jobs)
     jobs.finish(f"argus-{task_id}", exit_code=1, message="ValueError: train.jsonl line 7")
@@ -399,7 +401,7 @@ def test_cancel_needs_csrf_and_says_so_when_the_task_has_finished(api: Api, alic
 
 
 def test_cancel_a_running_task_stops_its_job(
-    api: Api, alice: str, rec: Reconciler, jobs: FakeJobClient
+    api: Api, alice: str, rec: ControlLoop, jobs: FakeJobClient
 ) -> None:
     task_id = running(api, alice, rec, jobs)
     login(api, alice)
@@ -416,7 +418,7 @@ def test_cancel_a_running_task_stops_its_job(
 
 # -- another user's task, the admin --------------------------------------------------------
 def test_another_users_task_is_a_404_everywhere_and_the_admin_sees_it(
-    api: Api, alice: str, bob: str, rec: Reconciler, jobs: FakeJobClient
+    api: Api, alice: str, bob: str, rec: ControlLoop, jobs: FakeJobClient
 ) -> None:
     task_id = succeeded(api, alice, rec, jobs)
     login(api, bob)
@@ -442,7 +444,7 @@ def test_another_users_task_is_a_404_everywhere_and_the_admin_sees_it(
 
 # -- serve this checkpoint --------------------------------------------------------------------
 def test_serve_this_checkpoint_opens_the_serving_editor_prefilled(
-    api: Api, alice: str, rec: Reconciler, jobs: FakeJobClient
+    api: Api, alice: str, rec: ControlLoop, jobs: FakeJobClient
 ) -> None:
     task_id = succeeded(api, alice, rec, jobs)
     login(api, alice)
@@ -471,7 +473,7 @@ def test_serve_this_checkpoint_opens_the_serving_editor_prefilled(
 
 
 def test_no_serve_button_without_a_checkpoint_and_the_editor_says_why(
-    api: Api, alice: str, rec: Reconciler, jobs: FakeJobClient
+    api: Api, alice: str, rec: ControlLoop, jobs: FakeJobClient
 ) -> None:
     done = succeeded(api, alice, rec, jobs, checkpoint=False)
     active = running(api, alice, rec, jobs)
@@ -492,9 +494,10 @@ def test_checkpoint_model_id_follows_the_model_id_rule() -> None:
     long = checkpoint_model_id("a" * 64, "tsk_3f9a2c41d0b7e655")
     assert len(long) == 64 and long.endswith("-3f9a2c41")
     for name in ("1.e", "x", "A_b.c-d"):
-        assert MODEL_ID_SUFFIX_RE.match(checkpoint_model_id(name, "tsk_00ff00ff00ff00ff"))
+        assert MODEL_ID_SUFFIX_RE.fullmatch(checkpoint_model_id(name, "tsk_00ff00ff00ff00ff"))
     # A name and tag that YAML would read as a number stay a string in the spec.
-    spec = yaml.safe_load(checkpoint_spec_yaml("1.e", "tsk_1234567800000000"))
+    suffix = checkpoint_model_id("1.e", "tsk_1234567800000000")
+    spec = yaml.safe_load(checkpoint_spec_yaml("1.e", "tsk_1234567800000000", suffix))
     assert spec["model_id"] == "1.e-12345678"
     assert spec["model_source"] == "$HOME/tasks/tsk_1234567800000000/checkpoint"
 

@@ -8,15 +8,18 @@ pytestmark = pytest.mark.integration
 
 
 def test_me_answers_who_the_caller_is(api: Api) -> None:
-    assert api.client.get("/api/v2/me", headers=api.headers()).json() == {
-        "user_id": "admin",
-        "is_admin": True,
-    }
+    admin = api.client.get("/api/v2/me", headers=api.headers()).json()
+    assert (admin["user_id"], admin["is_admin"], admin["quota"]) == ("admin", True, None)
     token = api.new_user("alice")
-    assert api.client.get("/api/v2/me", headers=api.headers(token)).json() == {
-        "user_id": "alice",
-        "is_admin": False,
+    alice = api.client.get("/api/v2/me", headers=api.headers(token)).json()
+    assert (alice["user_id"], alice["is_admin"], alice["allow_commands"]) == ("alice", False, False)
+    assert alice["quota"] == {
+        "max_gpus": 8,
+        "max_models": 8,
+        "max_replicas": 4,
+        "set_by_admin": [],
     }
+    assert alice["usage"] == {"models": 0, "gpus": 0, "model_gpus": 0, "task_gpus": 0}
 
 
 @pytest.mark.parametrize(

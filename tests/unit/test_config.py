@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from argus.config import ENV_OVERRIDES, ConfigError, EngineMode, Settings, load_settings
+from argus.cluster.serve_app import EngineMode
+from argus.config import ENV_OVERRIDES, ConfigError, Settings, load_settings
 
 pytestmark = pytest.mark.unit
 REPO = Path(__file__).resolve().parents[2]

@@ -4,22 +4,22 @@ from typing import Any
 
 import pytest
 
-from argus.config import EngineMode
+from argus.cluster.serve_app import EngineMode, deployment_name, ingress_version, llm_server_version
 from argus.serving.llm_config import (
+    NO_MEDIA_HOSTS,
     EngineSettings,
     build_llm_config,
-    deployment_name,
-    ingress_version,
-    llm_server_version,
     replica_demand,
 )
+from argus.serving.spec import ResolvedServingSpec
+from argus.yamlspec import SpecInvalid
 
 pytestmark = pytest.mark.unit
 GPU = EngineSettings(EngineMode.GPU, "H20", 1, "/private/.hf-home")
 CPU = EngineSettings(EngineMode.CPU, None, 3, "/data/.hf-home")
 
 
-def spec(gpus: int = 1, replicas: int = 1, **kw: Any) -> dict[str, Any]:
+def stored(gpus: int = 1, replicas: int = 1, **kw: Any) -> dict[str, Any]:
     return {
         "model_id": "smol",
         "model_source": "/private/hf/m",
@@ -27,6 +27,13 @@ def spec(gpus: int = 1, replicas: int = 1, **kw: Any) -> dict[str, Any]:
         "gpus_per_replica": gpus,
         "engine_kwargs": kw,
     }
+
+
+def spec(gpus: int = 1, replicas: int = 1, **kw: Any) -> ResolvedServingSpec:
+    return ResolvedServingSpec.from_stored(stored(gpus, replicas, **kw))
+
+
+NO_MEDIA = {"allowed_media_domains": list(NO_MEDIA_HOSTS)}
 
 
 @pytest.mark.parametrize("gpus", [1, 2, 4, 8])
@@ -37,7 +44,7 @@ def test_gpu_mode(gpus: int) -> None:
         "model_source": "/private/hf/m",
     }
     assert c["deployment_config"] == {"num_replicas": 3, "graceful_shutdown_timeout_s": 300}
-    assert c["engine_kwargs"] == {"max_model_len": 4096, "tensor_parallel_size": gpus}
+    assert c["engine_kwargs"] == {"max_model_len": 4096, "tensor_parallel_size": gpus, **NO_MEDIA}
     assert c["accelerator_type"] == "H20"
     assert c["placement_group_config"] == {
         "bundles": [{"GPU": 1}] * gpus,
@@ -62,6 +69,7 @@ def test_cpu_mode() -> None:
         "tensor_parallel_size": 1,
         "dtype": "float32",
         "enforce_eager": True,
+        **NO_MEDIA,
     }
     compiled = build_llm_config("m", spec(enforce_eager=False), CPU)
     assert compiled["engine_kwargs"]["enforce_eager"] is False
@@ -86,6 +94,7 @@ def test_cpu_engine_on_logical_gpus_places_like_gpu_mode(gpus: int) -> None:
         "tensor_parallel_size": gpus,
         "dtype": "float32",
         "enforce_eager": True,
+        **NO_MEDIA,
     }
     env = c["runtime_env"]["env_vars"]
     assert env["VLLM_CPU_KVCACHE_SPACE"] == "1"
@@ -103,9 +112,31 @@ def test_logical_gpus_without_an_accelerator_type_and_only_in_cpu_mode() -> None
     assert replica_demand(spec(), CPU) == {"CPU": 2.0}
 
 
-def test_user_cannot_override_what_argus_sets() -> None:
-    c = build_llm_config("m", spec(2, tensor_parallel_size=8), GPU)
-    assert c["engine_kwargs"]["tensor_parallel_size"] == 2
+@pytest.mark.parametrize(
+    "option", ["tensor_parallel_size", "trust_remote_code", "allowed_media_domains", "model"]
+)
+def test_a_stored_spec_cannot_set_what_argus_sets_or_refuses(option: str) -> None:
+    """A spec written into the database by a restore or by hand is checked again when read."""
+    with pytest.raises(SpecInvalid, match=f"engine_kwargs.{option}: not allowed"):
+        ResolvedServingSpec.from_stored(stored(2, **{option: True}))
+
+
+def test_a_stored_spec_with_a_broken_field_is_refused_when_read() -> None:
+    with pytest.raises(SpecInvalid, match="num_replicas"):
+        ResolvedServingSpec.from_stored(stored(replicas=0))
+    with pytest.raises(SpecInvalid, match="not a mapping"):
+        ResolvedServingSpec.from_stored(["not", "a", "spec"])
+
+
+def test_media_urls_reach_only_the_configured_hosts() -> None:
+    c = build_llm_config("m", spec(), CPU)
+    assert c["engine_kwargs"]["allowed_media_domains"] == list(NO_MEDIA_HOSTS)
+    assert all(h.endswith(".invalid") for h in NO_MEDIA_HOSTS)  # a reserved, unreachable domain
+    assert c["runtime_env"]["env_vars"]["VLLM_MEDIA_URL_ALLOW_REDIRECTS"] == "0"
+    open_to = EngineSettings(EngineMode.CPU, None, 1, "/hf", allowed_media_domains=("img.lan",))
+    assert build_llm_config("m", spec(), open_to)["engine_kwargs"]["allowed_media_domains"] == [
+        "img.lan"
+    ]
 
 
 def test_version_ignores_the_replica_count_only() -> None:

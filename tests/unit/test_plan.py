@@ -5,29 +5,30 @@ from typing import Any
 
 import pytest
 
+from argus.cluster.serve_app import (
+    INGRESS_DEPLOYMENT,
+    EngineMode,
+    deployment_name,
+    llm_server_version,
+)
 from argus.cluster.serve_client import (
     DeploymentStatus,
     ModelDeployment,
     NodeResources,
     ServeObservation,
 )
-from argus.config import EngineMode
-from argus.serving.llm_config import (
-    INGRESS_DEPLOYMENT,
-    EngineSettings,
-    build_llm_config,
-    deployment_name,
-    llm_server_version,
-)
+from argus.serving.llm_config import EngineSettings, build_llm_config
 from argus.serving.plan import (
     APPLY_GRACE_S,
     LastApply,
     ModelRecord,
     app_hash_of,
     plan,
-    summarize_error,
 )
-from argus.serving.states import ServeState, Trigger
+from argus.serving.spec import EngineKwargs, ResolvedServingSpec
+from argus.serving.states import Trigger
+from argus.store.states import ServeState
+from argus.text import summarize_error
 
 pytestmark = pytest.mark.unit
 CPU = EngineSettings(EngineMode.CPU, None, 1, "/hf")
@@ -47,14 +48,10 @@ def rec(
     gpus: int = 1,
     **kw: Any,
 ) -> ModelRecord:
-    spec = {
-        "model_id": key,
-        "model_source": f"/m/{key}",
-        "num_replicas": target,
-        "gpus_per_replica": gpus,
-        "engine_kwargs": {},
-    }
-    return ModelRecord(key, f"u-202611281200-{key}", state, gen, obs, target, ready, spec, **kw)
+    spec = ResolvedServingSpec(
+        model_id=key, model_source=f"/m/{key}", num_replicas=target, gpus_per_replica=gpus
+    )
+    return ModelRecord(key, f"u-202611281200-{key}", state, gen, obs, ready, spec, **kw)
 
 
 def dep(
@@ -82,10 +79,7 @@ def obs(
 def applied(*recs: ModelRecord, at: float = NOW - 100, engine: EngineSettings = CPU) -> LastApply:
     """What a reconciler that applied these records (as they are) remembers."""
     deps = sorted(
-        (
-            ModelDeployment(r.model_id, build_llm_config(r.model_id, r.resolved_spec, engine))
-            for r in recs
-        ),
+        (ModelDeployment(r.model_id, build_llm_config(r.model_id, r.spec, engine)) for r in recs),
         key=lambda d: d.model_id,
     )
     versions = {
@@ -182,12 +176,8 @@ def test_failed_models_are_not_applied() -> None:
 def test_scale_of_a_running_model_applies_in_place() -> None:
     before = rec(state=S.RUNNING, obs=1, ready=1)
     last = applied(before)
-    scaled = replace(
-        before,
-        generation=2,
-        target_replicas=2,
-        resolved_spec={**before.resolved_spec, "num_replicas": 2},
-    )
+    assert before.spec is not None
+    scaled = replace(before, generation=2, spec=before.spec.with_replicas(2))
     p = plan([scaled], obs({"a": dep()}), last, CPU, NOW)
     assert triggers(p) == {"a": Trigger.SCALE_APPLIED}
     assert p.apply
@@ -203,10 +193,11 @@ def test_scale_of_a_running_model_applies_in_place() -> None:
 
 def test_a_spec_change_redeploys() -> None:
     before = rec(state=S.RUNNING, obs=1, ready=1)
+    assert before.spec is not None
     changed = replace(
         before,
         generation=2,
-        resolved_spec={**before.resolved_spec, "engine_kwargs": {"max_model_len": 512}},
+        spec=before.spec.model_copy(update={"engine_kwargs": EngineKwargs(max_model_len=512)}),
     )
     p = plan([changed], obs({"a": dep()}), applied(before), CPU, NOW)
     assert triggers(p) == {"a": Trigger.APPLIED}
@@ -255,9 +246,7 @@ def test_after_an_argus_restart_the_running_app_is_adopted() -> None:
     p = plan([m], obs({"a": dep()}), None, CPU, NOW)
     assert p.changes == ()
     assert p.apply  # once, with the same stable versions: Serve changes nothing
-    assert p.versions == {
-        "a": llm_server_version(build_llm_config(m.model_id, m.resolved_spec, CPU))
-    }
+    assert p.versions == {"a": llm_server_version(build_llm_config(m.model_id, m.spec, CPU))}
 
 
 def test_a_lost_app_redeploys_every_model() -> None:

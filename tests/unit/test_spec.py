@@ -4,16 +4,14 @@ from typing import Any
 
 import pytest
 
-from argus.config import EngineMode
+from argus.cluster.serve_app import EngineMode
 from argus.serving.spec import (
     ALLOWED_ENGINE_KWARGS,
     DENIED_ENGINE_KWARGS,
-    SpecInvalid,
     SpecLimits,
-    SpecSyntaxError,
-    load_yaml_mapping,
     validate_spec,
 )
+from argus.yamlspec import SpecInvalid, SpecSyntaxError, load_yaml_mapping
 
 pytestmark = pytest.mark.unit
 CPU = SpecLimits(engine=EngineMode.CPU, max_replicas=16)
@@ -192,7 +190,7 @@ def test_model_id_rule_and_missing_fields() -> None:
         ("a: [", "not valid YAML"),
         ("a: 1\na: 2\n", "duplicate key 'a'"),
         ("!!python/object/apply:os.system ['true']", "not valid YAML"),
-        ("1: x\n", "field names must be strings"),
+        ("1: x\n", "field names are text"),
         ("a: \x00", "NUL"),
     ],
 )

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from argus.serving.states import InvalidTransition, ServeState, Trigger, next_state
+from argus.serving.states import InvalidTransition, Trigger, next_state
+from argus.store.states import ServeState
 
 pytestmark = pytest.mark.unit
 S, T = ServeState, Trigger
@@ -55,4 +56,4 @@ def test_refused_transitions(state: ServeState | None, trigger: Trigger) -> None
 
 def test_state_groups() -> None:
     assert [s for s in S if not s.is_live] == [S.DELETED]
-    assert {s for s in S if s.is_settled} == {S.RUNNING, S.FAILED, S.DELETED}
+    assert {s for s in S if s.is_settled} == {S.RUNNING, S.FAILED, S.SUSPENDED, S.DELETED}

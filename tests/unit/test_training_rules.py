@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from argus.cluster.job_client import JobInfo, JobStatus
-from argus.config import EngineMode
+from argus.cluster.serve_app import EngineMode
 from argus.training.schedule import TaskRecord, claims, failure_summary, schedule
-from argus.training.spec import TaskLimits, validate_task_spec
+from argus.training.spec import ResolvedTaskSpec, TaskLimits, validate_task_spec
 from argus.training.states import (
     InvalidTaskTransition,
     TaskState,
@@ -123,7 +123,7 @@ def test_schedule_submits_what_fits_and_reports_the_rest_once() -> None:
     plan = schedule([rec("a"), rec("b", gpus=2.0, user="v")], {}, node(1.0))
     assert plan.submit == ("a",)
     assert [(c.task_id, c.trigger) for c in plan.changes] == [("b", T.PENDING_RESOURCES)]
-    again = schedule([rec("b", gpus=2.0, pending_reported=True)], {}, node(1.0))
+    again = schedule([rec("b", gpus=2.0, last_event="PENDING_RESOURCES")], {}, node(1.0))
     assert again.changes == () and again.submit == ()
 
 
@@ -186,13 +186,16 @@ def test_submission_for_a_gpu_task() -> None:
         "H20",
         "/private/.hf",
     )
-    resolved = {
-        "workload": "command",
-        "entrypoint": "python t.py",
-        "cpus_per_node": 2,
-        "gpus_per_node": 4,
-        "env": {"A": "1"},
-    }
+    resolved = ResolvedTaskSpec.from_stored(
+        {
+            "name": "t",
+            "workload": "command",
+            "entrypoint": "python t.py",
+            "cpus_per_node": 2,
+            "gpus_per_node": 4,
+            "env": {"A": "1"},
+        }
+    )
     assert task_demand(resolved, launch) == {"CPU": 2.0, "GPU": 4.0, "accelerator_type:H20": 0.001}
     sub = build_submission("tsk_1", "alice", "argus-tsk_1", resolved, launch)
     assert (sub.num_cpus, sub.num_gpus, sub.resources) == (

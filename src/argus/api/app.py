@@ -1,4 +1,4 @@
-"""The FastAPI application factory."""
+"""The API's FastAPI application: its routes, its one error mapping, its body cap, metrics."""
 
 from __future__ import annotations
 
@@ -7,21 +7,24 @@ from fastapi import FastAPI
 from argus import __version__
 from argus.api.deps import AppContext
 from argus.api.errors import install_error_handlers
+from argus.api.limits import BodyLimitMiddleware
 from argus.api.metrics import install_metrics
 from argus.api.routes import health, metrics, serve_models, tasks, users
-from argus.ui import install_ui
 
 DESCRIPTION = """
 Serve LLMs for many users on a Ray cluster. Post a YAML spec, watch the model go
 QUEUED → DEPLOYING → RUNNING, then call it with any OpenAI client at the
 `openai_base_url` the list route returns (port 8000).
 
-Every `/api/v2` route needs `Authorization: Bearer <token>`.
+Every `/api/v2` route needs `Authorization: Bearer <token>`. Every error comes as
+`{"error": {"code", "message", "details"}}`; a body larger than the route takes is a 413
+before it is read.
 **The OpenAI endpoint on port 8000 has no authentication**: keep it on a trusted network.
 """
 
 
-def create_app(ctx: AppContext) -> FastAPI:
+def build_api(ctx: AppContext) -> FastAPI:
+    """The API alone; `argus.web.create_app` adds the UI to it."""
     app = FastAPI(title="argus", version=__version__, description=DESCRIPTION)
     app.state.ctx = ctx
     install_error_handlers(app)
@@ -30,6 +33,6 @@ def create_app(ctx: AppContext) -> FastAPI:
     app.include_router(serve_models.router)
     app.include_router(tasks.router)
     app.include_router(metrics.router)
-    install_ui(app)
-    install_metrics(app, ctx)
+    app.add_middleware(BodyLimitMiddleware)
+    install_metrics(app, ctx)  # outermost: it counts the 413s the cap answers too
     return app

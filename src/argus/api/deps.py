@@ -18,6 +18,8 @@ from argus.store.db import Database
 from argus.store.users import authenticate_token
 from argus.training.control import TaskContext
 
+MAX_TOKEN_CHARS = 512
+
 
 class RayProbe(Protocol):
     def ping(self) -> None:
@@ -25,6 +27,9 @@ class RayProbe(Protocol):
 
 
 class StatusView(Protocol):
+    def cluster_note(self) -> dict[str, object] | None:
+        """None while the Ray cluster answers; else since when it has not."""
+
     def model_status(self, model_id: str) -> dict[str, object] | None:
         """What the reconciler last observed of a model in Serve, or None."""
 
@@ -36,6 +41,9 @@ class StatusView(Protocol):
 
 
 class NoStatus:
+    def cluster_note(self) -> dict[str, object] | None:
+        return None
+
     def model_status(self, model_id: str) -> dict[str, object] | None:
         return None
 
@@ -80,7 +88,10 @@ def _bearer(request: Request) -> str:
         )
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("malformed Authorization header: use 'Authorization: Bearer <token>'")
-    return token.strip()
+    token = token.strip()
+    if len(token) > MAX_TOKEN_CHARS:
+        raise Unauthorized("invalid token: it is unknown, revoked, or its user is disabled")
+    return token
 
 
 def authenticate(ctx: AppContext, token: str) -> Principal:

@@ -7,9 +7,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from argus.errors import ArgusError
+from argus.text import printable
+from argus.yamlspec import field_name
 
 _HTTP_CODES = {
     400: "bad_request",
@@ -21,14 +24,62 @@ _HTTP_CODES = {
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "invalid",
+    429: "rate_limited",
     503: "unavailable",
+}
+MAX_DETAILS = 25
+
+
+class ErrorDetail(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorInfo(BaseModel):
+    code: str
+    message: str
+    details: list[ErrorDetail] | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every error the API answers: a code, a message that says what to fix, field details."""
+
+    error: ErrorInfo
+
+
+_DESCRIBED = {
+    400: "The request is malformed (not YAML or JSON, a bad header, a query out of range).",
+    401: "No token, or a token that is unknown, revoked, or whose user is disabled.",
+    403: "The caller may not do this (admin only, a path outside your folders, a permission).",
+    404: "No such resource of yours (another user's is a 404 too).",
+    409: "The request conflicts with the resource's state or with a quota.",
+    413: "The body is larger than this route takes.",
+    415: "The body is not of the media type this route takes.",
+    422: "A field breaks a rule; `details` names each field and what to fix.",
+    503: "A dependency (the database, the Ray cluster) is not reachable.",
 }
 
 
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error statuses a route answers, in the one error shape."""
+    return {s: {"model": ErrorBody, "description": _DESCRIBED[s]} for s in statuses}
+
+
+def _safe(value: Any) -> Any:
+    """Strings that encode as UTF-8 whatever they hold (a lone surrogate comes escaped)."""
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {_safe(k): _safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_safe(v) for v in value[:MAX_DETAILS]]
+    return value
+
+
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
-    err: dict[str, Any] = {"code": code, "message": message}
+    err: dict[str, Any] = {"code": code, "message": _safe(message)}
     if details is not None:
-        err["details"] = details
+        err["details"] = _safe(details)
     return {"error": err}
 
 
@@ -48,9 +99,9 @@ async def _argus_error(_: Request, exc: Exception) -> JSONResponse:
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     details = []
-    for e in exc.errors():
-        loc = [str(p) for p in e.get("loc", ()) if p not in ("body", "query", "path")]
-        details.append({"field": ".".join(loc) or "(body)", "message": e.get("msg", "")})
+    for e in exc.errors()[:MAX_DETAILS]:
+        loc = [p for p in e.get("loc", ()) if p not in ("body", "query", "path")]
+        details.append({"field": field_name(loc) if loc else "(body)", "message": e.get("msg", "")})
     if any(e.get("type") == "json_invalid" for e in exc.errors()):
         return JSONResponse(
             error_body("bad_request", "the body is not valid JSON"), status_code=400

@@ -27,11 +27,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from argus import __version__
 from argus.api.deps import AppContext
-from argus.store.stats import (
-    count_models_by_state,
-    count_pending_resources,
-    count_tasks_by_state,
-)
+from argus.serving.states import Trigger
+from argus.store.stats import count_models_by_state, count_tasks_by_state, count_waiting
 
 # A tick is a database read and a status call (milliseconds), an apply adds about a
 # second; anything near the top bucket means Ray is slow to answer.
@@ -41,7 +38,7 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 
 
 class TickOutcome(Protocol):
-    """One reconcile tick, as metrics see it (`serving.reconciler.TickReport` is one)."""
+    """One control-loop tick, as metrics see it (`runtime.status.TickReport` is one)."""
 
     @property
     def at(self) -> datetime: ...
@@ -55,7 +52,7 @@ class TickOutcome(Protocol):
 
 @runtime_checkable
 class TickSource(Protocol):
-    """What metrics need of the reconciler (`serving.reconciler.Reconciler` is one)."""
+    """What metrics need of the control loop (`runtime.status.ClusterStatus` is one)."""
 
     @property
     def ticks(self) -> int: ...
@@ -130,7 +127,7 @@ class _ScrapeTimeCollector:
     def collect(self) -> Iterator[Metric]:
         with self.ctx.db.read() as s:
             by_state = count_models_by_state(s)
-            pending = count_pending_resources(s)
+            pending = count_waiting(s, Trigger.PENDING_RESOURCES.value)
             tasks_by_state = count_tasks_by_state(s)
         models = GaugeMetricFamily(
             "argus_models", "Models by state, from the database.", labels=["state"]

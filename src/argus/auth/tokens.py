@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass
 
 TOKEN_PREFIX = "argus"
-_TOKEN_RE = re.compile(r"^argus_([0-9a-f]{12})_[A-Za-z0-9_-]{43}$")
+_TOKEN_RE = re.compile(r"argus_([0-9a-f]{12})_[A-Za-z0-9_-]{43}")
 ADMIN_USER_ID = "admin"
 
 
@@ -37,7 +37,7 @@ def issue_token() -> IssuedToken:
 
 def parse_token_id(token: str) -> str | None:
     """The token_id inside a well-formed user token, or None."""
-    match = _TOKEN_RE.match(token)
+    match = _TOKEN_RE.fullmatch(token)
     return match.group(1) if match else None
 
 

@@ -142,7 +142,7 @@ def user_list(offline: Offline = False) -> None:
         _admin_call(
             offline,
             lambda c: c.request("GET", "/api/v2/users")["items"],
-            accounts.list_users,
+            lambda db: accounts.list_users(db, _settings().quotas.as_quota()),
         )
     )
 
@@ -153,13 +153,60 @@ def user_disable(
     enable: Annotated[bool, typer.Option("--enable", help="Enable the user again.")] = False,
     offline: Offline = False,
 ) -> None:
-    """Disable a user: their tokens stop working at once (--enable undoes it)."""
-    disabled = not enable
+    """Disable a user: tokens stop, tasks are cancelled, models suspended (--enable undoes it)."""
+    _update_user(user_id, {"disabled": not enable}, offline)
+
+
+@user_app.command("update")
+def user_update(
+    user_id: str,
+    allow_commands: Annotated[
+        bool | None,
+        typer.Option(
+            "--allow-commands/--no-allow-commands",
+            help="May run `command` tasks: their own code on the cluster, as its OS user.",
+        ),
+    ] = None,
+    max_gpus: Annotated[
+        int | None, typer.Option(help="GPUs held at once; -1: the default.")
+    ] = None,
+    max_models: Annotated[int | None, typer.Option(help="Live models; -1: the default.")] = None,
+    max_replicas: Annotated[
+        int | None, typer.Option(help="Replicas of one model; -1: the default.")
+    ] = None,
+    offline: Offline = False,
+) -> None:
+    """Set a user's permission to run commands and their quotas."""
+    body: dict[str, Any] = {}
+    if allow_commands is not None:
+        body["allow_commands"] = allow_commands
+    for name, value in (
+        ("max_gpus", max_gpus),
+        ("max_models", max_models),
+        ("max_replicas", max_replicas),
+    ):
+        if value is not None:
+            body[name] = None if value < 0 else value
+    if not body:
+        _fail(
+            "nothing to change: give --allow-commands, --max-gpus, --max-models or --max-replicas"
+        )
+    _update_user(user_id, body, offline)
+
+
+def _update_user(user_id: str, body: dict[str, Any], offline: bool) -> None:
+    change = accounts.UserUpdate(
+        disabled=body.get("disabled"),
+        allow_commands=body.get("allow_commands"),
+        quota={k: body[k] for k in accounts.QUOTA_FIELDS if k in body},
+    )
     _print(
         _admin_call(
             offline,
-            lambda c: c.request("PATCH", f"/api/v2/users/{user_id}", json={"disabled": disabled}),
-            lambda db: accounts.set_disabled(db, user_id, disabled),
+            lambda c: c.request("PATCH", f"/api/v2/users/{user_id}", json=body),
+            lambda db: accounts.update_user(
+                db, user_id, change, _now(), _settings().quotas.as_quota()
+            ),
         )
     )
 

@@ -20,27 +20,20 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from argus.cluster.serve_app import (
+    INGRESS_GRACEFUL_SHUTDOWN_S,
+    ingress_version,
+    llm_server_version,
+)
 from argus.cluster.serve_client import (
+    ApplyError,
     DeploymentStatus,
     ModelDeployment,
     NodeResources,
     ServeObservation,
 )
-from argus.serving.llm_config import (
-    INGRESS_GRACEFUL_SHUTDOWN_S,
-    ingress_version,
-    llm_server_version,
-)
 
 log = logging.getLogger(__name__)
-
-
-class ApplyError(RuntimeError):
-    """The app could not be built; `model_id` names the model at fault when known."""
-
-    def __init__(self, message: str, model_id: str | None = None) -> None:
-        super().__init__(message)
-        self.model_id = model_id
 
 
 class RayServeClient:

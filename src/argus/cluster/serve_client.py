@@ -1,7 +1,7 @@
 """The ServeClient protocol: everything argus asks of Ray, and the plain values it gets back.
 
-Only the reconciler (and `argus up`, to start Serve) calls it. The real one is
-`RayServeClient`; `FakeServeClient` is the steppable stand-in for tests.
+Only the control loop calls it. The real one is `RayServeClient`, which runs in the Ray
+agent process; the tests' `FakeServeClient` is a steppable stand-in.
 """
 
 from __future__ import annotations
@@ -53,6 +53,14 @@ class ServeObservation:
         return self.app_status is not None
 
 
+class ApplyError(RuntimeError):
+    """The app could not be built; `model_id` names the model at fault when known."""
+
+    def __init__(self, message: str, model_id: str | None = None) -> None:
+        super().__init__(message)
+        self.model_id = model_id
+
+
 class ServeClient(Protocol):
     def ensure_serve(self) -> None:
         """Connect to Ray and start Serve (HTTP port and proxy location from the config)."""
@@ -61,7 +69,9 @@ class ServeClient(Protocol):
         """Raise if the Ray cluster cannot be reached."""
 
     def apply(self, app_name: str, models: Sequence[ModelDeployment]) -> None:
-        """Deploy the app with exactly these models; returns without waiting for it."""
+        """Deploy the app with exactly these models; returns without waiting for it.
+
+        Raises ApplyError naming the model whose config Ray Serve LLM refuses."""
 
     def delete_app(self, app_name: str) -> None:
         """Remove the app; returns without waiting for it."""

@@ -13,9 +13,12 @@ from argus.auth.tokens import ADMIN_USER_ID, generate_admin_token, hash_token
 from argus.cluster.job_client import JobClient
 from argus.cluster.serve_client import ServeClient
 from argus.config import Settings
+from argus.runtime.loop import ControlLoop
+from argus.runtime.status import ClusterStatus
+from argus.serving.chat import chat_url
 from argus.serving.control import ServingContext
+from argus.serving.controller import ServingController
 from argus.serving.llm_config import EngineSettings
-from argus.serving.reconciler import Reconciler
 from argus.serving.spec import SpecLimits
 from argus.store.db import Database
 from argus.store.users import ensure_admin_user
@@ -51,9 +54,16 @@ def ensure_admin_token(settings: Settings) -> AdminToken:
     return AdminToken(token, str(path))
 
 
+def ensure_data_dir(settings: Settings) -> Path:
+    """The data directory, 0700 at every start: it holds the database and the tokens."""
+    path = settings.data_path
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path, 0o700)  # also when it existed before, with looser bits
+    return path
+
+
 def ensure_storage(settings: Settings) -> Path:
-    # 0700: the data directory holds the database (token hashes) and the admin token.
-    settings.data_path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    ensure_data_dir(settings)
     root = settings.storage_root
     for sub in ("hf", "datasets", "users"):
         (root / sub).mkdir(parents=True, exist_ok=True)
@@ -62,8 +72,10 @@ def ensure_storage(settings: Settings) -> Path:
 
 
 def open_database(settings: Settings) -> Database:
+    ensure_data_dir(settings)
     db = Database(settings.database_url, settings.database.busy_timeout_ms)
     db.migrate()
+    db.restrict_file_modes()  # 0600: the database holds token hashes
     with db.write() as s:
         ensure_admin_user(s, ADMIN_USER_ID, datetime.now(UTC))
     return db
@@ -76,6 +88,7 @@ def engine_settings(settings: Settings) -> EngineSettings:
         cpu_kvcache_space_gib=settings.serving.llm.cpu_kvcache_space_gib,
         hf_cache=str(settings.storage_root / ".hf-home"),
         cpu_holds_gpus=settings.serving.llm.cpu_holds_gpus,
+        allowed_media_domains=tuple(settings.serving.llm.allowed_media_domains),
     )
 
 
@@ -88,21 +101,36 @@ def launch_settings(settings: Settings) -> LaunchSettings:
     )
 
 
-def build_reconciler(
+def build_loop(
     settings: Settings, db: Database, client: ServeClient, jobs: JobClient | None = None
-) -> Reconciler:
-    """The reconciler; with a JobClient it also schedules training tasks."""
+) -> ControlLoop:
+    """The control loop and its status view; with a JobClient it also runs training tasks."""
     tasks = (
-        TaskScheduler(db=db, client=jobs, launch=launch_settings(settings), clock=utcnow)
+        TaskScheduler(
+            db=db,
+            client=jobs,
+            launch=launch_settings(settings),
+            clock=utcnow,
+            quotas=settings.quotas.as_quota(),
+        )
         if jobs is not None
         else None
     )
-    return Reconciler(
+    serving = ServingController(
         db=db,
         client=client,
         engine=engine_settings(settings),
         app_name=settings.serving.app_name,
-        interval_s=settings.serving.reconcile_interval_s,
+        storage_root=settings.storage_root,
+        clock=utcnow,
+    )
+    interval = settings.serving.reconcile_interval_s
+    status = ClusterStatus(settings.serving.app_name, interval, tasks)
+    return ControlLoop(
+        client=client,
+        serving=serving,
+        status=status,
+        interval_s=interval,
         clock=utcnow,
         tasks=tasks,
     )
@@ -114,8 +142,6 @@ def build_context(
     status: StatusView | None = None,
     db: Database | None = None,
 ) -> AppContext:
-    # 0700: the data directory holds the database (token hashes) and the admin token.
-    settings.data_path.mkdir(mode=0o700, parents=True, exist_ok=True)
     storage_root = ensure_storage(settings)
     admin = ensure_admin_token(settings)
     database = db if db is not None else open_database(settings)
@@ -127,12 +153,15 @@ def build_context(
             max_replicas=settings.serving.max_replicas,
             cpu_holds_gpus=settings.serving.llm.cpu_holds_gpus,
         ),
+        quotas=settings.quotas.as_quota(),
+        chat_url=chat_url(settings.serving.serve.http_host, settings.serving.serve.http_port),
     )
     tasks = TaskContext(
         db=database,
         storage_root=storage_root,
         limits=TaskLimits(engine=settings.serving.engine),
         max_active_per_user=settings.training.max_active_per_user,
+        quotas=settings.quotas.as_quota(),
     )
     return AppContext(
         settings=settings,

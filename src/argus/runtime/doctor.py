@@ -25,7 +25,8 @@ from typing import Protocol
 
 from sqlalchemy.engine import make_url
 
-from argus.config import CONFIG_ENV, ConfigError, EngineMode, Settings
+from argus.cluster.serve_app import EngineMode
+from argus.config import CONFIG_ENV, ConfigError, Settings
 from argus.runtime.head import find_local_head
 
 RAY_DEFAULT_GCS_PORT = 6379

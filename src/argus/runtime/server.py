@@ -15,7 +15,6 @@ from typing import Protocol
 
 import uvicorn
 
-from argus.api.app import create_app
 from argus.cluster.job_client import JobClient
 from argus.cluster.ray_client import RayServeClient
 from argus.cluster.ray_jobs import RayJobClient
@@ -23,11 +22,12 @@ from argus.cluster.serve_client import ServeClient
 from argus.config import Settings
 from argus.runtime.bootstrap import (
     build_context,
-    build_reconciler,
+    build_loop,
     ensure_admin_token,
     open_database,
 )
 from argus.runtime.head import LocalHead, start_local_head, stop_local_head
+from argus.web import create_app
 
 
 @dataclass(frozen=True)
@@ -116,8 +116,8 @@ def run_up(
     try:
         client.ensure_serve()
         db = open_database(settings)
-        reconciler = build_reconciler(settings, db, client, ray.jobs(settings))
-        ctx = build_context(settings, ray=client, status=reconciler, db=db)
+        loop = build_loop(settings, db, client, ray.jobs(settings))
+        ctx = build_context(settings, ray=client, status=loop.status, db=db)
         admin = ensure_admin_token(settings)
         app = create_app(ctx)
         server = uvicorn.Server(
@@ -151,14 +151,14 @@ def run_up(
             thread.join(10)
             emit(f"argus: the API could not start on {settings.server.host}:{settings.server.port}")
             return 1
-        reconciler.start()
+        loop.start()
         emit(banner(settings, admin.source))
         while not stop.wait(0.5):
             if not thread.is_alive():
                 emit("argus: the API server stopped unexpectedly")
                 return 1
         emit("argus: stopping ...")
-        reconciler.stop()
+        loop.stop()
         server.should_exit = True
         thread.join(30)
         return 0

@@ -1,7 +1,7 @@
-"""The serving control plane's operations: submit, scale, delete, read.
+"""The serving control plane's operations: submit, scale, delete, list, read.
 
-Each validates, writes desired state in one transaction and returns at once;
-the reconciler does the rest. Routes and the CLI call these, nothing else.
+Each validates, writes desired state in one transaction and returns at once; the
+control loop does the rest. The API, the UI and the CLI call these, nothing else.
 """
 
 from __future__ import annotations
@@ -11,24 +11,38 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from argus.auth.tokens import Principal
+from argus.cluster.serve_app import deployment_name
+from argus.demo import DEMO_SPEC_YAML
 from argus.errors import BadRequest, Conflict, Forbidden, NotFound, Unprocessable
-from argus.serving.paths import ModelSourceForbidden, ModelSourceInvalid, resolve_model_source
+from argus.ids import make_model_id, make_model_id_prefix, new_model_key
+from argus.quotas import Quota, model_refusal
+from argus.serving import chat
+from argus.serving.chat import Answer
 from argus.serving.spec import (
-    SpecInvalid,
+    ResolvedServingSpec,
     SpecLimits,
-    SpecSyntaxError,
-    load_yaml_mapping,
+    limit_errors,
     validate_spec,
 )
-from argus.serving.states import ServeState
+from argus.serving.states import Trigger, next_state, transition
+from argus.storage import PathForbidden, PathInvalid, checkpoint_source, resolve_model_source
 from argus.store import serving as store
 from argus.store.db import Database
 from argus.store.schema import ServeEvent, ServeModel
+from argus.store.states import ServeState
+from argus.store.users import get_user, quota_of, usage_of
+from argus.text import shown
+from argus.yamlspec import FieldError, SpecInvalid, SpecSyntaxError, load_yaml_mapping
 
 MAX_SPEC_BYTES = 64 * 1024
+EVENTS_PAGE = 50
+TRY_MAX_CHARS = 4000
 
 
 @dataclass(frozen=True)
@@ -36,57 +50,45 @@ class ServingContext:
     db: Database
     storage_root: Path
     limits: SpecLimits
+    quotas: Quota  # the defaults; the admin may set a user's own
+    chat_url: str = ""  # the OpenAI chat endpoint as argus reaches it ("try it")
 
 
-def resolve_spec(ctx: ServingContext, user_id: str, text: str) -> dict[str, Any]:
+def invalid(errors: list[FieldError]) -> Unprocessable:
+    return Unprocessable(
+        "; ".join(str(e) for e in errors),
+        details=[{"field": f.field, "message": f.message} for f in errors],
+    )
+
+
+def resolve_spec(ctx: ServingContext, user_id: str, text: str) -> ResolvedServingSpec:
     """YAML text -> the resolved spec argus stores; raises the API's errors."""
     try:
-        data = load_yaml_mapping(text)
-        spec = validate_spec(data, ctx.limits)
+        spec = validate_spec(load_yaml_mapping(text), ctx.limits)
     except SpecSyntaxError as e:
         raise BadRequest(str(e)) from None
     except SpecInvalid as e:
-        raise Unprocessable(
-            str(e), details=[{"field": f.field, "message": f.message} for f in e.errors]
-        ) from None
+        raise invalid(e.errors) from None
     try:
         source = resolve_model_source(spec.model_source, ctx.storage_root, user_id)
-    except ModelSourceForbidden as e:
+    except PathForbidden as e:
         raise Forbidden(str(e), details=[{"field": "model_source", "message": str(e)}]) from None
-    except ModelSourceInvalid as e:
+    except PathInvalid as e:
         raise Unprocessable(
             f"model_source: {e}", details=[{"field": "model_source", "message": str(e)}]
         ) from None
-    return {
-        "model_id": spec.model_id,
-        "model_source": str(source),
-        "num_replicas": spec.num_replicas,
-        "gpus_per_replica": spec.gpus_per_replica,
-        "engine_kwargs": spec.engine_kwargs.model_dump(exclude_none=True),
-    }
+    return ResolvedServingSpec.model_validate({**spec.model_dump(), "model_source": str(source)})
 
 
 def submit_spec(
     ctx: ServingContext, caller: Principal, text: str, now: datetime
 ) -> tuple[ServeModel, bool]:
-    """Store a posted spec: a new model, or an in-place update of the live suffix."""
-    resolved = resolve_spec(ctx, caller.user_id, text)
+    """Store a posted spec: a new model, or an in-place update of the live suffix (D2)."""
+    spec = resolve_spec(ctx, caller.user_id, text)
     for attempt in range(2):
         try:
             with ctx.db.write() as s:
-                result = store.upsert_serve_model(
-                    s,
-                    user_id=caller.user_id,
-                    suffix=resolved["model_id"],
-                    spec_yaml=text,
-                    resolved_spec=resolved,
-                    now=now,
-                )
-                return result.model, result.created
-        except store.ModelBeingDeleted as e:
-            raise Conflict(
-                f"model {e} is still being deleted; post the spec again once it is DELETED"
-            ) from None
+                return _upsert(ctx, s, caller, spec, text, now)
         except IntegrityError:
             # A concurrent post of the same suffix won the insert (a database
             # without BEGIN IMMEDIATE); the retry finds it and updates in place.
@@ -95,42 +97,174 @@ def submit_spec(
     raise AssertionError("unreachable")
 
 
+def _upsert(
+    ctx: ServingContext,
+    s: Session,
+    caller: Principal,
+    spec: ResolvedServingSpec,
+    text: str,
+    now: datetime,
+) -> tuple[ServeModel, bool]:
+    live = store.find_live_model(s, caller.user_id, spec.model_id)
+    if live is not None and live.state == ServeState.DELETING.value:
+        raise Conflict(
+            f"model {live.model_id} is still being deleted; post the spec again once it is DELETED"
+        )
+    if live is not None and live.state == ServeState.SUSPENDED.value:
+        raise Conflict(f"model {live.model_id} is suspended with its owner; enable them first")
+    _check_quota(ctx, s, caller, spec, live)
+    stored = spec.stored()
+    if live is None:
+        prefix = make_model_id_prefix(caller.user_id, now)
+        model_id = make_model_id(prefix, spec.model_id)
+        _refuse_name_clash(s, model_id)
+        model = store.insert_model(
+            s,
+            model_key=new_model_key(),
+            user_id=caller.user_id,
+            suffix=spec.model_id,
+            prefix=prefix,
+            model_id=model_id,
+            spec_yaml=text,
+            resolved_spec=stored,
+            gpus=spec.gpus,
+            state=next_state(None, Trigger.CREATED),
+            event_type=Trigger.CREATED.value,
+            now=now,
+        )
+        return model, True
+    unchanged = live.resolved_spec == stored and live.spec_yaml == text
+    if unchanged and live.state != ServeState.FAILED.value:
+        return live, False  # the same spec again changes nothing
+    live.spec_yaml = text
+    live.resolved_spec = stored
+    live.gpus = spec.gpus
+    live.generation += 1
+    transition(s, live, Trigger.SPEC_UPDATED, now, payload={"generation": live.generation})
+    return live, False
+
+
+def _check_quota(
+    ctx: ServingContext,
+    s: Session,
+    caller: Principal,
+    spec: ResolvedServingSpec,
+    live: ServeModel | None,
+) -> None:
+    if caller.is_admin:
+        return
+    user = get_user(s, caller.user_id)
+    if user is None:
+        raise NotFound(f"no user {caller.user_id!r}")
+    usage = usage_of(s, caller.user_id, exclude_model_key=live.model_key if live else None)
+    refusal = model_refusal(
+        caller.user_id,
+        quota_of(user, ctx.quotas),
+        usage,
+        new=live is None,
+        replicas=spec.num_replicas,
+        gpus=spec.gpus,
+    )
+    if refusal is not None:
+        raise Conflict(refusal)
+
+
+def _refuse_name_clash(s: Session, model_id: str) -> None:
+    """Ray names a deployment after the model id with '.' as '_': two live ids that map to
+    one name would share a deployment, so the second is refused."""
+    name = deployment_name(model_id)
+    clash = s.scalar(
+        select(ServeModel.model_id).where(
+            ServeModel.state != ServeState.DELETED.value,
+            func.replace(ServeModel.model_id, ".", "_") == name.removeprefix("LLMServer:"),
+        )
+    )
+    if clash is not None:
+        raise Conflict(
+            f"model id {model_id} would share Ray Serve's deployment name with the live "
+            f"model {clash} ('.' and '_' are the same to Ray); choose another model_id"
+        )
+
+
 def get_owned(ctx: ServingContext, caller: Principal, model_key: str) -> ServeModel:
     with ctx.db.read() as s:
         model = store.get_serve_model(s, model_key, None if caller.is_admin else caller.user_id)
     if model is None:
-        raise NotFound(f"no model with key {model_key!r}; list yours with GET /api/v2/serve/models")
+        raise NotFound(
+            f"no model with key {shown(model_key)}; list yours with GET /api/v2/serve/models"
+        )
     return model
 
 
-def get_with_events(
-    ctx: ServingContext, caller: Principal, model_key: str
-) -> tuple[ServeModel, list[ServeEvent]]:
+def list_models(
+    ctx: ServingContext,
+    caller: Principal,
+    *,
+    include_deleted: bool = False,
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[ServeModel], int]:
+    """A page of the caller's models (everyone's for the admin), newest update first."""
+    with ctx.db.read() as s:
+        return store.list_serve_models(
+            s,
+            user_id=None if caller.is_admin else caller.user_id,
+            include_deleted=include_deleted,
+            limit=limit,
+            offset=offset,
+        )
+
+
+def events(
+    ctx: ServingContext,
+    caller: Principal,
+    model_key: str,
+    limit: int = EVENTS_PAGE,
+    before: int | None = None,
+) -> tuple[ServeModel, list[ServeEvent], int]:
+    """The model, a page of its events (newest first, older than `before`), and their total."""
     model = get_owned(ctx, caller, model_key)
     with ctx.db.read() as s:
-        events = store.list_serve_events(s, model.model_key)
-    return model, events
+        page, total = store.list_serve_events(s, model.model_key, limit, before)
+    return model, page, total
 
 
 def scale(
     ctx: ServingContext, caller: Principal, model_key: str, num_replicas: Any, now: datetime
 ) -> ServeModel:
     if isinstance(num_replicas, bool) or not isinstance(num_replicas, int):
-        raise Unprocessable(
-            f"num_replicas: must be a whole number, got {num_replicas!r}",
-            details=[{"field": "num_replicas", "message": "must be a whole number"}],
+        raise invalid(
+            [FieldError("num_replicas", f"must be a whole number, got {shown(num_replicas)}")]
         )
-    if not 1 <= num_replicas <= ctx.limits.max_replicas:
-        msg = f"must be between 1 and {ctx.limits.max_replicas}, got {num_replicas}"
-        raise Unprocessable(
-            f"num_replicas: {msg}", details=[{"field": "num_replicas", "message": msg}]
-        )
+    if num_replicas < 1:
+        raise invalid([FieldError("num_replicas", f"must be at least 1, got {num_replicas}")])
     owned = get_owned(ctx, caller, model_key)
     with ctx.db.write() as s:
         model = store.get_serve_model(s, owned.model_key)
         assert model is not None  # models are never removed, only marked DELETED
         _refuse_if_ended(model, "scale")
-        store.scale_serve_model(s, model, num_replicas, now)
+        spec = _stored_spec(model).with_replicas(num_replicas)
+        errors = limit_errors(spec, ctx.limits)
+        if errors:
+            raise invalid(errors)
+        if model.resolved_spec == spec.stored():
+            return model  # already that many: nothing to write
+        _check_quota(ctx, s, Principal(model.user_id, caller.is_admin), spec, model)
+        old = model.resolved_spec.get("num_replicas")
+        model.resolved_spec = spec.stored()
+        model.gpus = spec.gpus
+        model.generation += 1
+        transition(
+            s,
+            model,
+            Trigger.SCALED,
+            now,
+            payload={
+                "generation": model.generation,
+                "replicas_from": old,
+                "replicas_to": num_replicas,
+            },
+        )
         return model
 
 
@@ -140,8 +274,18 @@ def delete(ctx: ServingContext, caller: Principal, model_key: str, now: datetime
         model = store.get_serve_model(s, owned.model_key)
         assert model is not None
         _refuse_if_ended(model, "delete")
-        store.request_delete(s, model, now)
+        if model.state != ServeState.DELETING.value:
+            transition(s, model, Trigger.DELETE_REQUESTED, now, payload={"by": caller.user_id})
         return model
+
+
+def _stored_spec(model: ServeModel) -> ResolvedServingSpec:
+    try:
+        return ResolvedServingSpec.from_stored(model.resolved_spec)
+    except SpecInvalid as e:
+        raise Conflict(
+            f"the stored spec of {model.model_id} breaks a rule ({e}); post the spec again"
+        ) from None
 
 
 def _refuse_if_ended(model: ServeModel, verb: str) -> None:
@@ -152,3 +296,32 @@ def _refuse_if_ended(model: ServeModel, verb: str) -> None:
         )
     if verb == "scale" and model.state == ServeState.DELETING.value:
         raise Conflict(f"model {model.model_id} is being deleted; it cannot be scaled")
+    if verb == "scale" and model.state == ServeState.SUSPENDED.value:
+        raise Conflict(f"model {model.model_id} is suspended with its owner; enable them first")
+
+
+def try_chat(ctx: ServingContext, caller: Principal, model_key: str, message: str) -> Answer:
+    """One chat message to the caller's RUNNING model, as its own clients would send it."""
+    model = get_owned(ctx, caller, model_key)
+    message = message.strip()
+    if not message:
+        raise invalid([FieldError("message", "type a message first")])
+    if len(message) > TRY_MAX_CHARS:
+        raise invalid([FieldError("message", f"keep it under {TRY_MAX_CHARS} characters")])
+    if model.state != ServeState.RUNNING.value:
+        raise Conflict(f"model is not RUNNING yet (it is {model.state})")
+    return chat.ask(ctx.chat_url, model.model_id, message)
+
+
+def resolved_spec_yaml(model: ServeModel) -> str:
+    return yaml.safe_dump(model.resolved_spec, sort_keys=False)
+
+
+def checkpoint_spec_yaml(task_name: str, task_id: str, suffix: str) -> str:
+    """The demo model's serving spec with a task's checkpoint as model_source."""
+    spec = yaml.safe_load(DEMO_SPEC_YAML)
+    spec["model_id"] = suffix
+    spec["model_source"] = checkpoint_source(task_id)
+    return f"# The checkpoint of task {task_name} ({task_id})\n" + yaml.safe_dump(
+        spec, sort_keys=False
+    )

@@ -1,26 +1,23 @@
-"""`build_llm_config`: a stored spec -> the LLMConfig (as a plain dict) Ray Serve LLM takes.
+"""`build_llm_config`: a resolved spec -> the LLMConfig (as a plain dict) Ray Serve LLM takes.
 
-Pure: no Ray import, so it is tested table-driven without a cluster. The real
-ServeClient turns the dict into `ray.serve.llm.LLMConfig`.
+Pure: no Ray import, so it is tested table-driven without a cluster. The Ray agent
+turns the dict into `ray.serve.llm.LLMConfig`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any
 
-from argus.config import EngineMode
+from argus.cluster.serve_app import LLM_GRACEFUL_SHUTDOWN_S, EngineMode
+from argus.serving.spec import ResolvedServingSpec
+from argus.storage import offline_hf_env
 
-INGRESS_DEPLOYMENT = "OpenAiIngress"
-# Adding or removing a model replaces the ingress replica (it holds one handle per
-# model). Serve force-kills the old replica after its graceful shutdown timeout, 20 s
-# by default, failing the requests still streaming through it; measured here: a chat
-# took 40 s on two busy cores while a second engine started, and failed with a 500.
-# Generous timeouts let in-flight requests finish. Not part of any code version.
-INGRESS_GRACEFUL_SHUTDOWN_S = 600
-LLM_GRACEFUL_SHUTDOWN_S = 300
+# Media a request may make an engine fetch: `data:` URLs always; http(s) only from these
+# hosts. vLLM reads an empty list as "any host", so with none configured argus names a
+# host under the reserved `.invalid` domain, which no URL can reach: a vision model cannot
+# be made to probe the private network.
+NO_MEDIA_HOSTS = ("media-urls-are-off.invalid",)
 
 
 @dataclass(frozen=True)
@@ -33,6 +30,7 @@ class EngineSettings:
     # GPU mode, while vLLM's CPU build runs the engine. For placement tests on nodes
     # that declare GPUs they do not have (`ray start --num-gpus=N`).
     cpu_holds_gpus: bool = False
+    allowed_media_domains: tuple[str, ...] = ()
 
     @property
     def holds_gpus(self) -> bool:
@@ -42,9 +40,8 @@ class EngineSettings:
 
 def runtime_env_defaults(engine: EngineSettings) -> dict[str, str]:
     env = {
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "HF_HOME": engine.hf_cache,
+        **offline_hf_env(engine.hf_cache),
+        "VLLM_MEDIA_URL_ALLOW_REDIRECTS": "0",  # a redirect must not leave the allowed hosts
     }
     if engine.mode is EngineMode.CPU:
         env["VLLM_CPU_KVCACHE_SPACE"] = str(engine.cpu_kvcache_space_gib)
@@ -52,28 +49,23 @@ def runtime_env_defaults(engine: EngineSettings) -> dict[str, str]:
 
 
 def build_llm_config(
-    model_id: str,
-    resolved_spec: dict[str, Any],
-    engine: EngineSettings,
-    runtime_env_vars: dict[str, str] | None = None,
+    model_id: str, spec: ResolvedServingSpec, engine: EngineSettings
 ) -> dict[str, Any]:
     """The LLMConfig for one model: its public id, local weights, replicas and placement."""
-    gpus = int(resolved_spec.get("gpus_per_replica", 1))
+    gpus = spec.gpus_per_replica
     engine_kwargs: dict[str, Any] = {
-        **resolved_spec.get("engine_kwargs", {}),
+        **spec.engine_kwargs.given(),
         "tensor_parallel_size": gpus,
+        "allowed_media_domains": list(engine.allowed_media_domains or NO_MEDIA_HOSTS),
     }
     config: dict[str, Any] = {
-        "model_loading_config": {
-            "model_id": model_id,
-            "model_source": resolved_spec["model_source"],
-        },
+        "model_loading_config": {"model_id": model_id, "model_source": spec.model_source},
         "deployment_config": {
-            "num_replicas": int(resolved_spec["num_replicas"]),
+            "num_replicas": spec.num_replicas,
             "graceful_shutdown_timeout_s": LLM_GRACEFUL_SHUTDOWN_S,
         },
         "engine_kwargs": engine_kwargs,
-        "runtime_env": {"env_vars": {**runtime_env_defaults(engine), **(runtime_env_vars or {})}},
+        "runtime_env": {"env_vars": runtime_env_defaults(engine)},
     }
     if engine.mode is EngineMode.GPU:
         # One bundle per GPU, all on one node: a replica's tensor-parallel group
@@ -111,39 +103,14 @@ def build_llm_config(
     return config
 
 
-def deployment_name(model_id: str) -> str:
-    """The Serve deployment Ray Serve LLM names for a model (mirrors Ray's own rule)."""
-    return "LLMServer:" + model_id.replace("/", "--").replace(".", "_")
-
-
-def llm_server_version(llm_config: dict[str, Any]) -> str:
-    """A stable code version: changes with the config, not with the replica count.
-
-    Serve restarts a deployment's replicas when its version changes and scales in
-    place when only `deployment_config` does, so the count is left out of the hash.
-    """
-    without_count = {k: v for k, v in llm_config.items() if k != "deployment_config"}
-    return digest(without_count)
-
-
-def ingress_version(model_ids: list[str]) -> str:
-    """The ingress changes only when the set of models it routes to changes."""
-    return digest(sorted(model_ids))
-
-
-def digest(value: Any) -> str:
-    blob = json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def replica_demand(resolved_spec: dict[str, Any], engine: EngineSettings) -> dict[str, float]:
+def replica_demand(spec: ResolvedServingSpec, engine: EngineSettings) -> dict[str, float]:
     """What one replica holds on its node: its bundles plus the replica actor's CPU.
 
     GPUs come with the accelerator type (Ray's `accelerator_type:<type>` node label, of
     which each bundle takes 0.001), so a node with GPUs of another type does not fit.
     """
     if engine.holds_gpus:
-        demand = {"GPU": float(resolved_spec.get("gpus_per_replica", 1)), "CPU": 1.0}
+        demand = {"GPU": float(spec.gpus_per_replica), "CPU": 1.0}
         if engine.accelerator_type:
             demand[f"accelerator_type:{engine.accelerator_type}"] = 0.001
         return demand

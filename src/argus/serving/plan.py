@@ -1,41 +1,29 @@
-"""The reconciler's decision, as a pure function (design D4).
+"""The serving controller's decision, as a pure function (design D4).
 
 `plan(models, observed, last_apply, engine, now)` looks at what users want (the
-stored models), what Serve and Ray report, and what this reconciler applied last,
+stored models), what Serve and Ray report, and what this controller applied last,
 and returns what to do: the exact set of models the one Serve app should hold (or
 that it should go), and the state changes to record. No Ray, no database, no clock.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from argus.cluster.serve_client import (
-    DeploymentStatus,
-    ModelDeployment,
-    NodeResources,
-    ServeObservation,
-)
-from argus.serving.llm_config import (
-    EngineSettings,
-    build_llm_config,
-    deployment_name,
-    digest,
-    llm_server_version,
-    replica_demand,
-)
-from argus.serving.states import ServeState, Trigger
+from argus.cluster.placement import Free, fits, free_resources
+from argus.cluster.serve_app import deployment_name, digest, llm_server_version
+from argus.cluster.serve_client import DeploymentStatus, ModelDeployment, ServeObservation
+from argus.serving.llm_config import EngineSettings, build_llm_config, replica_demand
+from argus.serving.spec import ResolvedServingSpec
+from argus.serving.states import Trigger
+from argus.store.states import ServeState
+from argus.text import summarize_error
 
 # How long a freshly applied model may be missing from Serve's status before argus
 # concludes the cluster lost it (Serve lists a deployment a few seconds after apply).
 APPLY_GRACE_S = 30.0
-ERROR_SUMMARY_LIMIT = 1000
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_ERROR_LINE = re.compile(r"^[\w.]*(Error|Exception|Exit)\b[^:]*:")
-_PYDANTIC_TAIL = re.compile(r"\s*\[type=.*$")
 
 
 @dataclass(frozen=True)
@@ -47,10 +35,16 @@ class ModelRecord:
     state: ServeState
     generation: int
     observed_generation: int
-    target_replicas: int
     ready_replicas: int
-    resolved_spec: dict[str, Any]
+    spec: ResolvedServingSpec | None  # None: the stored spec breaks a rule (`problem` says)
     pending_reported: bool = False  # a PENDING_RESOURCES event stands for this generation
+    # Why this model must not be applied now: its stored spec breaks a rule, or its
+    # model folder no longer passes the jail (checked again before every apply).
+    problem: str | None = None
+
+    @property
+    def target_replicas(self) -> int:
+        return self.spec.num_replicas if self.spec is not None else 0
 
 
 @dataclass(frozen=True)
@@ -80,57 +74,11 @@ class Plan:
     delete_app: bool  # call ServeClient.delete_app()
     app_hash: str
     versions: dict[str, str]  # model_key -> version, for LastApply
-    free: dict[str, dict[str, float]] = field(default_factory=dict)  # per node, after the models
+    free: Free = field(default_factory=dict)  # per node, after the models
 
     @property
     def touches_serve(self) -> bool:
         return self.apply or self.delete_app
-
-
-def summarize_error(message: str) -> str:
-    """A readable line from Serve's (often traceback-long) failure message.
-
-    The last exception line is the engine's reason; a pydantic-style error continues
-    on the lines below it, which are kept (without the `[type=...]` noise).
-    """
-    plain = _ANSI.sub("", message)
-    lines = [ln.strip() for ln in plain.splitlines() if ln.strip()]
-    if not lines:
-        return "the deployment failed without a message; see the Ray Serve logs"
-    error_at = [i for i, ln in enumerate(lines) if _ERROR_LINE.match(ln)]
-    at = error_at[-1] if error_at else len(lines) - 1
-    core = [lines[at]]
-    for ln in lines[at + 1 : at + 3]:
-        if ln.startswith(("File ", "Traceback", "For further information")):
-            break
-        core.append(_PYDANTIC_TAIL.sub("", ln))
-    text = ": ".join(core)
-    head = lines[0]
-    if at != 0 and len(head) <= 200:
-        text = f"{head} ... {text}"
-    return text[:ERROR_SUMMARY_LIMIT]
-
-
-def fits(demand: dict[str, float], replicas: int, free: dict[str, dict[str, float]]) -> bool:
-    """Place `replicas` copies of `demand` first-fit, each on one node.
-
-    On success the placement is taken out of `free`; on failure `free` is left as it was.
-    """
-    trial = {node: dict(avail) for node, avail in free.items()}
-    for _ in range(replicas):
-        for avail in trial.values():
-            if all(avail.get(k, 0.0) + 1e-9 >= v for k, v in demand.items()):
-                for k, v in demand.items():
-                    avail[k] = avail.get(k, 0.0) - v
-                break
-        else:
-            return False
-    free.update(trial)
-    return True
-
-
-def free_resources(nodes: Sequence[NodeResources]) -> dict[str, dict[str, float]]:
-    return {n.node_id: dict(n.available) for n in nodes if n.alive}
 
 
 def app_hash_of(app: Sequence[ModelDeployment]) -> str:
@@ -145,6 +93,7 @@ def plan(
     now: float,
     claims: Sequence[dict[str, float]] = (),
 ) -> Plan:
+    """What the app must hold and which transitions to record, from one look at the world."""
     changes: list[Change] = []
     keep: dict[str, ModelDeployment] = {}  # model_key -> deployment, in the app
     versions: dict[str, str] = {}
@@ -159,16 +108,13 @@ def plan(
 
     # Replicas applied but not yet running will take resources Ray still shows free.
     for m in models:
-        if m.state in (ServeState.DEPLOYING, ServeState.RUNNING):
+        if m.state in (ServeState.DEPLOYING, ServeState.RUNNING) and m.spec is not None:
             dep = status_of(m)
             running = dep.running_replicas if dep else 0
             missing = max(0, m.target_replicas - running)
-            fits(replica_demand(m.resolved_spec, engine), missing, free)
+            fits(replica_demand(m.spec, engine), missing, free)
 
     for m in models:
-        config = build_llm_config(m.model_id, m.resolved_spec, engine)
-        deployment = ModelDeployment(m.model_id, config)
-        version = llm_server_version(config)
         dep = status_of(m)
 
         if m.state is ServeState.DELETING:
@@ -176,13 +122,23 @@ def plan(
             if dep is None and (gone or not observed.app_exists):
                 changes.append(Change(m.model_key, Trigger.REMOVED, ready_replicas=0))
             continue
-        if m.state in (ServeState.FAILED, ServeState.DELETED):
+        if m.state in (ServeState.FAILED, ServeState.DELETED, ServeState.SUSPENDED):
             continue
-
         wants_apply = m.state is ServeState.QUEUED or m.generation != m.observed_generation
+        if m.spec is None or (wants_apply and m.problem is not None):
+            # A spec that breaks a rule, or a folder that left the jail, fails alone.
+            reason = m.problem or "its stored spec is not valid"
+            changes.append(
+                Change(m.model_key, Trigger.FAILED, ready_replicas=0, error_summary=reason)
+            )
+            continue
+        config = build_llm_config(m.model_id, m.spec, engine)
+        deployment = ModelDeployment(m.model_id, config)
+        version = llm_server_version(config)
+
         if wants_apply:
             if m.state is ServeState.QUEUED:
-                demand = replica_demand(m.resolved_spec, engine)
+                demand = replica_demand(m.spec, engine)
                 if not fits(demand, m.target_replicas, free):
                     if not m.pending_reported:
                         changes.append(

@@ -1,9 +1,14 @@
-"""The ServingSpec: what a user may ask for, parsed from YAML and checked field by field.
+"""The serving spec: what a user may ask for, and the typed resolved spec argus keeps.
 
-Parsing is strict: a safe YAML loader that also refuses duplicate keys, unknown
-fields refused by name, integers that are integers. The engine options a tenant
-may set form an allowlist; the options that name a path or run code are refused
-with the reason.
+`ServingSpec` is the spec as written (model_source not yet resolved), parsed strictly:
+a safe YAML loader that refuses duplicate keys and aliases, unknown fields refused by
+name, integers that are integers. The engine options a tenant may set form an
+allowlist; the options that name a path or run code are refused with the reason.
+
+`ResolvedServingSpec` is the one source of truth from the POST to the LLMConfig: what
+the store keeps (`stored()`) and reads back (`from_stored()`, which checks every rule
+again, the allowlist included, so a spec written into the database by a restore or by
+hand cannot turn anything on that a POST could not).
 """
 
 from __future__ import annotations
@@ -13,25 +18,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from argus.config import EngineMode
+from argus.cluster.serve_app import EngineMode
 from argus.ids import InvalidId, validate_model_id_suffix
-from argus.yamlspec import (
-    FieldError,
-    SpecInvalid,
-    SpecSyntaxError,
-    load_yaml_mapping,
-    pydantic_errors,
-)
-
-__all__ = [
-    "FieldError",
-    "ServingSpec",
-    "SpecInvalid",
-    "SpecLimits",
-    "SpecSyntaxError",
-    "load_yaml_mapping",
-    "validate_spec",
-]
+from argus.yamlspec import FieldError, SpecInvalid, field_name, pydantic_errors
 
 ALLOWED_GPUS_PER_REPLICA = (1, 2, 4, 8)
 
@@ -44,7 +33,7 @@ QuantizationMethod = Literal[
 class EngineKwargs(BaseModel):
     """vLLM engine options a tenant may set. Everything else is refused by name."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
     max_model_len: int | None = Field(None, ge=16, le=1_048_576, description="Context length.")
     gpu_memory_utilization: float | None = Field(
@@ -67,6 +56,10 @@ class EngineKwargs(BaseModel):
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
     block_size: Literal[8, 16, 32, 64, 128] | None = None
     max_logprobs: int | None = Field(None, ge=0, le=100)
+
+    def given(self) -> dict[str, Any]:
+        """The options the spec sets (unset ones are vLLM's defaults)."""
+        return self.model_dump(exclude_none=True)
 
 
 ALLOWED_ENGINE_KWARGS: tuple[str, ...] = tuple(EngineKwargs.model_fields)
@@ -98,18 +91,19 @@ DENIED_ENGINE_KWARGS: dict[str, str] = {
     "worker_extension_cls": "it loads arbitrary Python code",
     "logits_processors": "it loads arbitrary Python code",
     "allowed_local_media_path": "it opens the node's file system to requests",
+    "allowed_media_domains": "argus sets which hosts a request may make the engine fetch",
 }
 
 
-class ServingSpec(BaseModel):
-    """A model to serve, as the user wrote it (model_source not yet resolved)."""
+class _SpecFields(BaseModel):
+    """The fields a written and a resolved spec share, with the same rules."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     model_id: str = Field(description="Suffix of the public id <user>-<YYYYMMDDHHMM>-<model_id>.")
     model_source: str = Field(description="Folder with config.json and safetensors weights.")
     num_replicas: int = Field(1, ge=1, description="Engine replicas.")
-    gpus_per_replica: int = Field(1, description="GPUs per replica (tensor parallel size).")
+    gpus_per_replica: int = Field(1, ge=1, description="GPUs per replica (tensor parallel size).")
     engine_kwargs: EngineKwargs = Field(default_factory=EngineKwargs)
 
     @field_validator("model_id")
@@ -121,6 +115,45 @@ class ServingSpec(BaseModel):
             raise ValueError(str(e)) from None
 
 
+class ServingSpec(_SpecFields):
+    """A model to serve, as the user wrote it (model_source not yet resolved)."""
+
+
+class ResolvedServingSpec(_SpecFields):
+    """What argus stores and deploys: model_source is the real folder it resolved to."""
+
+    @property
+    def gpus(self) -> int:
+        """GPUs the model holds at its replica count (what quotas count)."""
+        return self.num_replicas * self.gpus_per_replica
+
+    def stored(self) -> dict[str, Any]:
+        """The JSON the store keeps."""
+        return {
+            "model_id": self.model_id,
+            "model_source": self.model_source,
+            "num_replicas": self.num_replicas,
+            "gpus_per_replica": self.gpus_per_replica,
+            "engine_kwargs": self.engine_kwargs.given(),
+        }
+
+    @classmethod
+    def from_stored(cls, data: Any) -> ResolvedServingSpec:
+        """Read back a stored spec, checking every rule again; SpecInvalid if one breaks."""
+        if not isinstance(data, dict):
+            raise SpecInvalid([FieldError("(top level)", "the stored spec is not a mapping")])
+        errors = engine_kwargs_errors(data.get("engine_kwargs"))
+        if errors:
+            raise SpecInvalid(errors)
+        try:
+            return cls.model_validate(data)
+        except ValidationError as e:
+            raise SpecInvalid(pydantic_errors(e, cls)) from None
+
+    def with_replicas(self, num_replicas: int) -> ResolvedServingSpec:
+        return self.model_copy(update={"num_replicas": num_replicas})
+
+
 @dataclass(frozen=True)
 class SpecLimits:
     engine: EngineMode
@@ -128,37 +161,29 @@ class SpecLimits:
     cpu_holds_gpus: bool = False  # CPU engine on logical GPUs: gpus_per_replica as on GPUs
 
 
-def _engine_kwargs_errors(raw: Any) -> list[FieldError]:
+def engine_kwargs_errors(raw: Any) -> list[FieldError]:
+    """Options that are refused (with the reason) or unknown (with the allowed list)."""
     if not isinstance(raw, dict):
         return []  # pydantic reports the type
     errors = []
     for key in raw:
+        where = field_name(("engine_kwargs", key))
         if key in DENIED_ENGINE_KWARGS:
-            errors.append(
-                FieldError(
-                    f"engine_kwargs.{key}",
-                    f"not allowed: {DENIED_ENGINE_KWARGS[key]}",
-                )
-            )
+            errors.append(FieldError(where, f"not allowed: {DENIED_ENGINE_KWARGS[key]}"))
         elif key not in ALLOWED_ENGINE_KWARGS:
             errors.append(
                 FieldError(
-                    f"engine_kwargs.{key}",
-                    "unknown engine option; allowed: " + ", ".join(ALLOWED_ENGINE_KWARGS),
+                    where, "unknown engine option; allowed: " + ", ".join(ALLOWED_ENGINE_KWARGS)
                 )
             )
     return errors
 
 
-def validate_spec(data: dict[str, Any], limits: SpecLimits) -> ServingSpec:
-    """Check every field; SpecInvalid lists each broken rule with its field."""
-    errors = _engine_kwargs_errors(data.get("engine_kwargs"))
-    if errors:
-        raise SpecInvalid(errors)
-    try:
-        spec = ServingSpec.model_validate(data)
-    except ValidationError as e:
-        raise SpecInvalid(pydantic_errors(e, ServingSpec)) from None
+def limit_errors(spec: _SpecFields, limits: SpecLimits) -> list[FieldError]:
+    """The rules of this cluster: replica cap, GPUs per replica, the CPU engine's dtype.
+
+    A posted spec and a PATCH of its replica count both go through here.
+    """
     errors = []
     if spec.num_replicas > limits.max_replicas:
         errors.append(
@@ -194,6 +219,19 @@ def validate_spec(data: dict[str, Any], limits: SpecLimits) -> ServingSpec:
                 "(it becomes the tensor parallel size)",
             )
         )
+    return errors
+
+
+def validate_spec(data: dict[str, Any], limits: SpecLimits) -> ServingSpec:
+    """Check every field; SpecInvalid lists each broken rule with its field."""
+    errors = engine_kwargs_errors(data.get("engine_kwargs"))
+    if errors:
+        raise SpecInvalid(errors)
+    try:
+        spec = ServingSpec.model_validate(data)
+    except ValidationError as e:
+        raise SpecInvalid(pydantic_errors(e, ServingSpec)) from None
+    errors = limit_errors(spec, limits)
     if errors:
         raise SpecInvalid(errors)
     return spec

@@ -1,30 +1,21 @@
-"""A served model's states and the one function that moves between them (design D3)."""
+"""What happens to a served model, and the one function that moves between states (design D3).
+
+The states themselves are the store's (`argus.store.states.ServeState`). `transition()`
+is how every change is written: the next state from `next_state()`, and its event, in
+the caller's transaction.
+"""
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
+from sqlalchemy.orm import Session
 
-class ServeState(StrEnum):
-    QUEUED = "QUEUED"  # accepted, waiting to be applied (e.g. for resources)
-    DEPLOYING = "DEPLOYING"  # applied to Serve, waiting for it to report healthy
-    RUNNING = "RUNNING"  # serving requests
-    FAILED = "FAILED"  # taken out of the app; error_summary says why
-    DELETING = "DELETING"  # delete asked for, waiting for Serve to drop it
-    DELETED = "DELETED"  # gone from Serve, kept as a record
-
-    @property
-    def is_live(self) -> bool:
-        """Holds its (user, suffix): everything but DELETED."""
-        return self is not ServeState.DELETED
-
-    @property
-    def is_settled(self) -> bool:
-        """Nothing will change without a new request from the user."""
-        return self in SETTLED_STATES
-
-
-SETTLED_STATES = frozenset({ServeState.RUNNING, ServeState.FAILED, ServeState.DELETED})
+from argus.store import serving as store
+from argus.store.schema import ServeModel
+from argus.store.states import ServeState
 
 
 class Trigger(StrEnum):
@@ -42,6 +33,10 @@ class Trigger(StrEnum):
     DELETE_REQUESTED = "DELETE_REQUESTED"  # the owner asked for deletion
     REMOVED = "REMOVED"  # Serve no longer runs it
     REDEPLOY = "REDEPLOY"  # the cluster lost it (e.g. Ray restarted); deploy it again
+    SUSPENDED = "SUSPENDED"  # its owner was disabled: taken out of Serve, kept
+    RESUMED = "RESUMED"  # its owner was enabled again: deploy it again
+    CLUSTER_LOST = "CLUSTER_LOST"  # the Ray cluster stopped answering; state kept as last seen
+    CLUSTER_BACK = "CLUSTER_BACK"  # the Ray cluster answers again
 
 
 class InvalidTransition(Exception):
@@ -65,7 +60,11 @@ _TABLE: dict[Trigger, tuple[set[ServeState], ServeState | None]] = {
     Trigger.READY: (_IN_SERVE, S.RUNNING),
     Trigger.DEGRADED: ({S.RUNNING}, S.RUNNING),
     Trigger.FAILED: ({S.QUEUED, S.DEPLOYING, S.RUNNING}, S.FAILED),
-    Trigger.DELETE_REQUESTED: (_ALIVE, S.DELETING),
+    Trigger.DELETE_REQUESTED: (_ALIVE | {S.SUSPENDED}, S.DELETING),
+    Trigger.SUSPENDED: ({S.QUEUED, S.DEPLOYING, S.RUNNING}, S.SUSPENDED),
+    Trigger.RESUMED: ({S.SUSPENDED}, S.QUEUED),
+    Trigger.CLUSTER_LOST: (_ALIVE | {S.SUSPENDED, S.DELETING}, None),
+    Trigger.CLUSTER_BACK: (_ALIVE | {S.SUSPENDED, S.DELETING}, None),
     Trigger.REMOVED: ({S.DELETING}, S.DELETED),
     Trigger.REDEPLOY: (_IN_SERVE, S.QUEUED),
 }
@@ -87,3 +86,33 @@ def next_state(state: ServeState | None, trigger: Trigger) -> ServeState:
     if trigger in (Trigger.SPEC_UPDATED, Trigger.SCALED) and state is S.FAILED:
         return S.QUEUED  # a new spec is a new try
     return state
+
+
+# Triggers after which an old error no longer describes the model.
+_CLEARS_ERROR = frozenset(
+    {Trigger.SPEC_UPDATED, Trigger.SCALED, Trigger.CREATED, Trigger.REDEPLOY, Trigger.RESUMED}
+)
+
+
+def transition(
+    session: Session,
+    model: ServeModel,
+    trigger: Trigger,
+    now: datetime,
+    *,
+    error_summary: str | None = None,
+    payload: dict[str, Any] | None = None,
+) -> ServeState:
+    """Apply `trigger` to the model and append its event; raises InvalidTransition."""
+    new = next_state(ServeState(model.state), trigger)
+    store.write_transition(
+        session,
+        model,
+        new,
+        trigger.value,
+        now,
+        error_summary=error_summary,
+        clear_error=trigger in _CLEARS_ERROR,
+        payload=payload,
+    )
+    return new

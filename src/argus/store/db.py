@@ -8,6 +8,8 @@ of one spec serialize here rather than race.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -55,6 +57,15 @@ class Database:
         """Bring the schema to the newest migration (idempotent)."""
         with self.engine.begin() as conn:
             command.upgrade(alembic_config(conn), "head")
+
+    def restrict_file_modes(self) -> None:
+        """The SQLite file and its WAL and shared-memory files readable by their owner only."""
+        if not self.is_sqlite or ":memory:" in self.url:
+            return
+        path = Path(self.url.removeprefix("sqlite:///"))
+        for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(file, 0o600)
 
     def ping(self) -> None:
         with self.engine.connect() as conn:

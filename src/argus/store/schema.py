@@ -41,6 +41,12 @@ class User(Base):
     is_admin: Mapped[bool] = mapped_column(default=False)
     disabled: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Granted by the admin: run `command` tasks (arbitrary code as the Ray nodes' user).
+    allow_commands: Mapped[bool] = mapped_column(default=False)
+    # Per-user quotas; None: the config's default.
+    max_gpus: Mapped[int | None] = mapped_column(Integer, default=None)
+    max_models: Mapped[int | None] = mapped_column(Integer, default=None)
+    max_replicas: Mapped[int | None] = mapped_column(Integer, default=None)
 
 
 class Token(Base):
@@ -67,8 +73,9 @@ class ServeModel(Base):
     error_summary: Mapped[str | None] = mapped_column(Text, default=None)
     generation: Mapped[int] = mapped_column(Integer, default=1)
     observed_generation: Mapped[int] = mapped_column(Integer, default=0)
-    target_replicas: Mapped[int] = mapped_column(Integer)
     ready_replicas: Mapped[int] = mapped_column(Integer, default=0)
+    # GPUs the current spec holds at most (replicas x GPUs each): what quotas count.
+    gpus: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
@@ -107,6 +114,7 @@ class Task(Base):
     state: Mapped[str] = mapped_column(String(16), index=True)
     error_summary: Mapped[str | None] = mapped_column(Text, default=None)
     ray_job_id: Mapped[str] = mapped_column(String(64), unique=True)
+    gpus: Mapped[int] = mapped_column(Integer, default=0)  # what quotas count while it runs
     cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

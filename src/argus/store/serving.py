@@ -1,30 +1,22 @@
-"""Served models and their events. A state change and its event share one transaction.
+"""Served models and their events: rows in, rows out, in the caller's transaction.
 
 The caller opens the transaction (`Database.write()`); these functions never commit.
+Which state follows which is `argus.serving.states`' to decide; `write_transition`
+stores the outcome and its event together.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from argus.ids import make_model_id, make_model_id_prefix, new_model_key
-from argus.serving.states import ServeState, Trigger, next_state
 from argus.store.schema import ServeEvent, ServeModel
+from argus.store.states import HOLDING_STATES, ServeState
 
-
-class ModelBeingDeleted(Exception):
-    """A spec was posted for a suffix whose model is still being deleted."""
-
-
-@dataclass(frozen=True)
-class UpsertResult:
-    model: ServeModel
-    created: bool
+MAX_OFFSET = 1_000_000_000  # far past any real list; keeps SQLite's 64-bit integers safe
 
 
 def get_serve_model(
@@ -62,7 +54,9 @@ def list_serve_models(
         q = q.where(ServeModel.state != ServeState.DELETED.value)
     total = int(session.scalar(select(func.count()).select_from(q.subquery())) or 0)
     rows = session.scalars(
-        q.order_by(ServeModel.updated_at.desc(), ServeModel.model_key).limit(limit).offset(offset)
+        q.order_by(ServeModel.updated_at.desc(), ServeModel.model_key)
+        .limit(limit)
+        .offset(min(offset, MAX_OFFSET))
     )
     return list(rows), total
 
@@ -78,6 +72,30 @@ def list_active_models(session: Session) -> list[ServeModel]:
     )
 
 
+def list_user_models(
+    session: Session, user_id: str, states: frozenset[ServeState]
+) -> list[ServeModel]:
+    return list(
+        session.scalars(
+            select(ServeModel)
+            .where(ServeModel.user_id == user_id, ServeModel.state.in_([s.value for s in states]))
+            .order_by(ServeModel.created_at, ServeModel.model_key)
+        )
+    )
+
+
+def held_by(session: Session, user_id: str, exclude_key: str | None = None) -> tuple[int, int]:
+    """(models, GPUs) the user's models hold or are about to hold (quotas count these)."""
+    q = select(func.count(), func.coalesce(func.sum(ServeModel.gpus), 0)).where(
+        ServeModel.user_id == user_id,
+        ServeModel.state.in_([s.value for s in HOLDING_STATES]),
+    )
+    if exclude_key is not None:
+        q = q.where(ServeModel.model_key != exclude_key)
+    count, gpus = session.execute(q).one()
+    return int(count), int(gpus)
+
+
 def append_serve_event(
     session: Session,
     model_key: str,
@@ -90,139 +108,103 @@ def append_serve_event(
     return event
 
 
-def list_serve_events(session: Session, model_key: str) -> list[ServeEvent]:
-    return list(
-        session.scalars(
-            select(ServeEvent).where(ServeEvent.model_key == model_key).order_by(ServeEvent.id)
+def list_serve_events(
+    session: Session, model_key: str, limit: int | None = None, before: int | None = None
+) -> tuple[list[ServeEvent], int]:
+    """A model's events, newest first (at most `limit`, older than id `before`), and the total."""
+    where = [ServeEvent.model_key == model_key]
+    total = int(session.scalar(select(func.count()).where(*where)) or 0)
+    if before is not None:
+        where.append(ServeEvent.id < before)
+    q = select(ServeEvent).where(*where).order_by(ServeEvent.id.desc())
+    if limit is not None:
+        q = q.limit(limit)
+    return list(session.scalars(q)), total
+
+
+def last_event_types(session: Session, keys: list[str]) -> dict[str, str]:
+    """Each model's newest event type."""
+    if not keys:
+        return {}
+    latest = (
+        select(ServeEvent.model_key, func.max(ServeEvent.id).label("id"))
+        .where(ServeEvent.model_key.in_(keys))
+        .group_by(ServeEvent.model_key)
+        .subquery()
+    )
+    rows = session.execute(
+        select(ServeEvent.model_key, ServeEvent.event_type).join(
+            latest, ServeEvent.id == latest.c.id
         )
     )
+    return {k: t for k, t in rows}
 
 
-def set_serve_model_state(
+def write_transition(
     session: Session,
     model: ServeModel,
-    trigger: Trigger,
+    to: ServeState,
+    event_type: str,
     now: datetime,
     *,
     error_summary: str | None = None,
+    clear_error: bool = False,
     payload: dict[str, Any] | None = None,
-) -> ServeState:
-    """Apply `trigger` to the model and append its event, in the caller's transaction."""
-    old = ServeState(model.state)
-    new = next_state(old, trigger)
-    model.state = new.value
-    if new is ServeState.FAILED:
+) -> None:
+    """Move the model to `to` and append its event, in the caller's transaction."""
+    old = model.state
+    model.state = to.value
+    if to is ServeState.FAILED:
         model.error_summary = error_summary
-    elif trigger in (Trigger.SPEC_UPDATED, Trigger.SCALED, Trigger.CREATED, Trigger.REDEPLOY):
+    elif clear_error:
         model.error_summary = None
     model.updated_at = now
-    body = {"from": old.value, "to": new.value, **(payload or {})}
+    body = {"from": old, "to": to.value, **(payload or {})}
     if error_summary:
         body["error"] = error_summary
-    append_serve_event(session, model.model_key, trigger.value, now, body)
+    append_serve_event(session, model.model_key, event_type, now, body)
     session.flush()
-    return new
 
 
-def upsert_serve_model(
+def insert_model(
     session: Session,
     *,
+    model_key: str,
     user_id: str,
     suffix: str,
+    prefix: str,
+    model_id: str,
     spec_yaml: str,
     resolved_spec: dict[str, Any],
+    gpus: int,
+    state: ServeState,
+    event_type: str,
     now: datetime,
-) -> UpsertResult:
-    """Create the model, or update the live one with this suffix in place (design D2).
-
-    Must run in a write transaction (BEGIN IMMEDIATE on SQLite), which makes the
-    look-up and the insert atomic; the partial unique index is the backstop.
-    """
-    target = int(resolved_spec["num_replicas"])
-    live = find_live_model(session, user_id, suffix)
-    if live is None:
-        prefix = make_model_id_prefix(user_id, now)
-        model = ServeModel(
-            model_key=new_model_key(),
-            user_id=user_id,
-            model_id_suffix=suffix,
-            model_id_prefix=prefix,
-            model_id=make_model_id(prefix, suffix),
-            spec_yaml=spec_yaml,
-            resolved_spec=resolved_spec,
-            state=next_state(None, Trigger.CREATED).value,
-            generation=1,
-            observed_generation=0,
-            target_replicas=target,
-            ready_replicas=0,
-            created_at=now,
-            updated_at=now,
-        )
-        session.add(model)
-        session.flush()
-        append_serve_event(
-            session,
-            model.model_key,
-            Trigger.CREATED.value,
-            now,
-            {"to": model.state, "generation": 1, "model_id": model.model_id},
-        )
-        session.flush()
-        return UpsertResult(model, created=True)
-    if live.state == ServeState.DELETING.value:
-        raise ModelBeingDeleted(live.model_id)
-    unchanged = live.resolved_spec == resolved_spec and live.spec_yaml == spec_yaml
-    if unchanged and live.state != ServeState.FAILED.value:
-        return UpsertResult(live, created=False)  # the same spec again changes nothing
-    live.spec_yaml = spec_yaml
-    live.resolved_spec = resolved_spec
-    live.target_replicas = target
-    live.generation += 1
-    set_serve_model_state(
-        session, live, Trigger.SPEC_UPDATED, now, payload={"generation": live.generation}
+) -> ServeModel:
+    model = ServeModel(
+        model_key=model_key,
+        user_id=user_id,
+        model_id_suffix=suffix,
+        model_id_prefix=prefix,
+        model_id=model_id,
+        spec_yaml=spec_yaml,
+        resolved_spec=resolved_spec,
+        gpus=gpus,
+        state=state.value,
+        generation=1,
+        observed_generation=0,
+        ready_replicas=0,
+        created_at=now,
+        updated_at=now,
     )
-    return UpsertResult(live, created=False)
-
-
-def scale_serve_model(
-    session: Session, model: ServeModel, num_replicas: int, now: datetime
-) -> bool:
-    """Set the replica count; False (and nothing written) when it is already that."""
-    if model.resolved_spec.get("num_replicas") == num_replicas:
-        return False
-    old = model.target_replicas
-    model.resolved_spec = {**model.resolved_spec, "num_replicas": num_replicas}
-    model.target_replicas = num_replicas
-    model.generation += 1
-    set_serve_model_state(
+    session.add(model)
+    session.flush()
+    append_serve_event(
         session,
-        model,
-        Trigger.SCALED,
+        model_key,
+        event_type,
         now,
-        payload={"generation": model.generation, "replicas_from": old, "replicas_to": num_replicas},
+        {"to": state.value, "generation": 1, "model_id": model_id},
     )
-    return True
-
-
-def request_delete(session: Session, model: ServeModel, now: datetime) -> bool:
-    """Move to DELETING; False (no event) when it is already DELETING."""
-    if model.state == ServeState.DELETING.value:
-        return False
-    set_serve_model_state(session, model, Trigger.DELETE_REQUESTED, now)
-    return True
-
-
-def pick_next_runnable_serve_change(session: Session) -> ServeModel | None:
-    """The oldest model with work for the reconciler: unapplied spec, queued, or deleting."""
-    return session.scalar(
-        select(ServeModel)
-        .where(
-            ServeModel.state != ServeState.DELETED.value,
-            or_(
-                ServeModel.generation != ServeModel.observed_generation,
-                ServeModel.state.in_([ServeState.QUEUED.value, ServeState.DELETING.value]),
-            ),
-        )
-        .order_by(ServeModel.updated_at, ServeModel.model_key)
-        .limit(1)
-    )
+    session.flush()
+    return model

@@ -5,9 +5,8 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from argus.serving.states import ServeState, Trigger
 from argus.store.schema import ServeEvent, ServeModel, Task
-from argus.training.states import TaskState
+from argus.store.states import ServeState, TaskState
 
 
 def count_models_by_state(session: Session) -> dict[ServeState, int]:
@@ -19,8 +18,8 @@ def count_models_by_state(session: Session) -> dict[ServeState, int]:
     return counts
 
 
-def count_pending_resources(session: Session) -> int:
-    """QUEUED models whose newest event is PENDING_RESOURCES: they wait for room."""
+def count_waiting(session: Session, event_type: str) -> int:
+    """QUEUED models whose newest event is `event_type` (PENDING_RESOURCES: waiting for room)."""
     newest = (
         select(ServeEvent.model_key, func.max(ServeEvent.id).label("id"))
         .join(ServeModel, ServeModel.model_key == ServeEvent.model_key)
@@ -32,7 +31,7 @@ def count_pending_resources(session: Session) -> int:
         select(func.count())
         .select_from(ServeEvent)
         .join(newest, ServeEvent.id == newest.c.id)
-        .where(ServeEvent.event_type == Trigger.PENDING_RESOURCES.value)
+        .where(ServeEvent.event_type == event_type)
     )
     return int(n or 0)
 

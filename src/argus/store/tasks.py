@@ -1,6 +1,8 @@
-"""Training tasks and their events. A state change and its event share one transaction.
+"""Training tasks and their events: rows in, rows out, in the caller's transaction.
 
 The caller opens the transaction (`Database.write()`); these functions never commit.
+Which state follows which is `argus.training.states`' to decide; `write_task_transition`
+stores the outcome and its event together.
 """
 
 from __future__ import annotations
@@ -12,15 +14,16 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from argus.ids import new_task_id, ray_job_id_for
+from argus.ids import ray_job_id_for
 from argus.store.schema import Task, TaskEvent
-from argus.training.states import (
-    ACTIVE_STATES,
-    FINISHED_STATES,
+from argus.store.states import (
+    ACTIVE_TASK_STATES,
+    FINISHED_TASK_STATES,
+    TASK_HOLDING_STATES,
     TaskState,
-    TaskTrigger,
-    next_task_state,
 )
+
+MAX_OFFSET = 1_000_000_000
 
 
 def get_task(session: Session, task_id: str, user_id: str | None = None) -> Task | None:
@@ -46,7 +49,9 @@ def list_tasks(
         q = q.where(Task.state.in_([s.value for s in states]))
     total = int(session.scalar(select(func.count()).select_from(q.subquery())) or 0)
     rows = session.scalars(
-        q.order_by(Task.created_at.desc(), Task.task_id.desc()).limit(limit).offset(offset)
+        q.order_by(Task.created_at.desc(), Task.task_id.desc())
+        .limit(limit)
+        .offset(min(offset, MAX_OFFSET))
     )
     return list(rows), total
 
@@ -56,7 +61,7 @@ def list_active_tasks(session: Session) -> list[Task]:
     return list(
         session.scalars(
             select(Task)
-            .where(Task.state.in_([s.value for s in ACTIVE_STATES]))
+            .where(Task.state.in_([s.value for s in ACTIVE_TASK_STATES]))
             .order_by(Task.created_at, Task.task_id)
         )
     )
@@ -64,41 +69,59 @@ def list_active_tasks(session: Session) -> list[Task]:
 
 def count_active_tasks(session: Session, user_id: str) -> int:
     q = select(func.count()).where(
-        Task.user_id == user_id, Task.state.in_([s.value for s in ACTIVE_STATES])
+        Task.user_id == user_id, Task.state.in_([s.value for s in ACTIVE_TASK_STATES])
     )
     return int(session.scalar(q) or 0)
 
 
-def count_by_state(session: Session) -> dict[str, int]:
-    rows = session.execute(select(Task.state, func.count()).group_by(Task.state))
-    return {str(state): int(n) for state, n in rows}
+def gpus_held(session: Session, user_id: str) -> int:
+    """GPUs the user's tasks hold while their Ray job exists (quotas count these)."""
+    q = select(func.coalesce(func.sum(Task.gpus), 0)).where(
+        Task.user_id == user_id, Task.state.in_([s.value for s in TASK_HOLDING_STATES])
+    )
+    return int(session.scalar(q) or 0)
 
 
-def create_task(
+def list_user_tasks(session: Session, user_id: str, states: frozenset[TaskState]) -> list[Task]:
+    return list(
+        session.scalars(
+            select(Task)
+            .where(Task.user_id == user_id, Task.state.in_([s.value for s in states]))
+            .order_by(Task.created_at, Task.task_id)
+        )
+    )
+
+
+def insert_task(
     session: Session,
     *,
+    task_id: str,
     user_id: str,
+    name: str,
+    workload: str,
     spec_yaml: str,
     resolved_spec: dict[str, Any],
+    gpus: int,
+    state: TaskState,
+    event_type: str,
     now: datetime,
-    task_id: str | None = None,
 ) -> Task:
-    task_id = task_id or new_task_id()
     task = Task(
         task_id=task_id,
         user_id=user_id,
-        name=resolved_spec["name"],
-        workload=resolved_spec["workload"],
+        name=name,
+        workload=workload,
         spec_yaml=spec_yaml,
         resolved_spec=resolved_spec,
-        state=next_task_state(None, TaskTrigger.CREATED).value,
+        gpus=gpus,
+        state=state.value,
         ray_job_id=ray_job_id_for(task_id),
         created_at=now,
         updated_at=now,
     )
     session.add(task)
     session.flush()
-    append_task_event(session, task_id, TaskTrigger.CREATED.value, now, {"to": task.state})
+    append_task_event(session, task_id, event_type, now, {"to": task.state})
     session.flush()
     return task
 
@@ -115,12 +138,18 @@ def append_task_event(
     return event
 
 
-def list_task_events(session: Session, task_id: str) -> list[TaskEvent]:
-    return list(
-        session.scalars(
-            select(TaskEvent).where(TaskEvent.task_id == task_id).order_by(TaskEvent.id)
-        )
-    )
+def list_task_events(
+    session: Session, task_id: str, limit: int | None = None, before: int | None = None
+) -> tuple[list[TaskEvent], int]:
+    """A task's events, newest first (at most `limit`, older than id `before`), and the total."""
+    where = [TaskEvent.task_id == task_id]
+    total = int(session.scalar(select(func.count()).where(*where)) or 0)
+    if before is not None:
+        where.append(TaskEvent.id < before)
+    q = select(TaskEvent).where(*where).order_by(TaskEvent.id.desc())
+    if limit is not None:
+        q = q.limit(limit)
+    return list(session.scalars(q)), total
 
 
 def last_event_types(session: Session, task_ids: list[str]) -> dict[str, str]:
@@ -138,31 +167,32 @@ def last_event_types(session: Session, task_ids: list[str]) -> dict[str, str]:
     return {k: t for k, t in rows}
 
 
-def set_task_state(
+def write_task_transition(
     session: Session,
     task: Task,
-    trigger: TaskTrigger,
+    to: TaskState,
+    event_type: str,
     now: datetime,
     *,
     error_summary: str | None = None,
+    started: bool = False,
+    cancel_requested: bool = False,
     payload: dict[str, Any] | None = None,
-) -> TaskState:
-    """Apply `trigger` to the task and append its event, in the caller's transaction."""
-    old = TaskState(task.state)
-    new = next_task_state(old, trigger)
-    task.state = new.value
+) -> None:
+    """Move the task to `to` and append its event, in the caller's transaction."""
+    old = task.state
+    task.state = to.value
     task.updated_at = now
-    if new is TaskState.FAILED:
+    if to is TaskState.FAILED:
         task.error_summary = error_summary
-    if trigger is TaskTrigger.STARTED:
+    if started:
         task.started_at = now
-    if trigger is TaskTrigger.CANCEL_REQUESTED:
+    if cancel_requested:
         task.cancel_requested_at = now
-    if new in FINISHED_STATES and task.finished_at is None:
+    if to in FINISHED_TASK_STATES and task.finished_at is None:
         task.finished_at = now
-    body: dict[str, Any] = {"from": old.value, "to": new.value, **(payload or {})}
+    body: dict[str, Any] = {"from": old, "to": to.value, **(payload or {})}
     if error_summary:
         body["error"] = error_summary
-    append_task_event(session, task.task_id, trigger.value, now, body)
+    append_task_event(session, task.task_id, event_type, now, body)
     session.flush()
-    return new

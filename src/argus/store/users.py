@@ -8,6 +8,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from argus.auth.tokens import IssuedToken, issue_token, parse_token_id, token_matches
+from argus.quotas import Quota, Usage
+from argus.store import serving, tasks
 from argus.store.schema import Token, User
 
 
@@ -76,3 +78,18 @@ def authenticate_token(session: Session, token: str) -> User | None:
     if user is None or user.disabled:
         return None
     return user
+
+
+def quota_of(user: User, defaults: Quota) -> Quota:
+    """The user's limits: what the admin set for them, else the config's defaults."""
+    return Quota(
+        max_gpus=defaults.max_gpus if user.max_gpus is None else user.max_gpus,
+        max_models=defaults.max_models if user.max_models is None else user.max_models,
+        max_replicas=defaults.max_replicas if user.max_replicas is None else user.max_replicas,
+    )
+
+
+def usage_of(session: Session, user_id: str, exclude_model_key: str | None = None) -> Usage:
+    """What the user's models and tasks hold now (an updated model leaves itself out)."""
+    models, model_gpus = serving.held_by(session, user_id, exclude_model_key)
+    return Usage(models=models, model_gpus=model_gpus, task_gpus=tasks.gpus_held(session, user_id))

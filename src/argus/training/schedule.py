@@ -1,9 +1,9 @@
 """The task scheduler's decision, as a pure function.
 
-`schedule(tasks, jobs, free)` looks at the active tasks (oldest first), what Ray's
-job API reports, and the resources left per node once the models have had their
-share, and returns what to do: jobs to submit, jobs to stop, state changes to
-record. No Ray, no database, no clock.
+`schedule(tasks, jobs, free, quotas)` looks at the active tasks (oldest first), what
+Ray's job API reports, the resources left per node once the models have had their
+share, and each owner's GPU quota and use, and returns what to do: jobs to submit, jobs
+to stop, state changes to record. No Ray, no database, no clock.
 
 Serving and training draw on one count: `free` is Ray's available resources less
 what applied models are about to take, and `claims()` tells the serving plan what
@@ -17,8 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from argus.cluster.job_client import JobInfo, JobStatus
-from argus.serving.plan import fits, summarize_error
-from argus.training.states import TaskState, TaskTrigger
+from argus.cluster.placement import Free, fits
+from argus.quotas import Quota, Usage, task_refusal
+from argus.store.states import TaskState
+from argus.text import summarize_error
+from argus.training.states import TaskTrigger
 
 
 @dataclass(frozen=True)
@@ -30,8 +33,18 @@ class TaskRecord:
     state: TaskState
     ray_job_id: str
     demand: dict[str, float]  # what the task's driver holds on its node
+    gpus: int = 0  # what its owner's quota counts while it runs
     cancel_requested: bool = False
-    pending_reported: bool = False  # the last event is PENDING_RESOURCES
+    last_event: str | None = None  # not repeated while the task keeps waiting
+    problem: str | None = None  # why a queued task must fail instead of starting
+
+
+@dataclass(frozen=True)
+class Owner:
+    """A task owner's quota (None: the admin, unlimited) and what they hold now."""
+
+    quota: Quota | None
+    usage: Usage
 
 
 @dataclass(frozen=True)
@@ -69,15 +82,21 @@ def claims(
 def schedule(
     tasks: Sequence[TaskRecord],
     jobs: Mapping[str, JobInfo] | None,
-    free: dict[str, dict[str, float]],
+    free: Free,
+    owners: Mapping[str, Owner] | None = None,
 ) -> TaskPlan:
-    """`jobs` None: Ray's job API did not answer; then nothing is submitted or concluded."""
+    """`jobs` None: Ray's job API did not answer; then nothing is submitted or concluded.
+
+    `owners` gives each task owner's quota and use; a task that would pass its owner's
+    GPU quota waits (PENDING_QUOTA, once) as one that does not fit waits for room.
+    """
     changes: list[TaskChange] = []
     submit: list[str] = []
     stop: list[str] = []
     blocked_users: set[str] = set()  # first in, first out per user
     if jobs is None:
         return TaskPlan((), (), ())
+    used = {user: owner.usage.task_gpus for user, owner in (owners or {}).items()}
     for t in tasks:
         job = jobs.get(t.ray_job_id)
         if t.state is TaskState.QUEUED:
@@ -87,13 +106,28 @@ def schedule(
                     TaskChange(t.task_id, TaskTrigger.SUBMITTED, payload={"adopted": True})
                 )
                 continue
+            if t.problem is not None:
+                changes.append(TaskChange(t.task_id, TaskTrigger.FAILED, error_summary=t.problem))
+                continue
             if t.user_id in blocked_users:
+                continue
+            owner = (owners or {}).get(t.user_id)
+            refusal = _over_quota(t, owner, used)
+            if refusal is not None:
+                blocked_users.add(t.user_id)
+                if t.last_event != TaskTrigger.PENDING_QUOTA.value:
+                    changes.append(
+                        TaskChange(
+                            t.task_id, TaskTrigger.PENDING_QUOTA, payload={"reason": refusal}
+                        )
+                    )
                 continue
             if fits(t.demand, 1, free):
                 submit.append(t.task_id)
+                used[t.user_id] = used.get(t.user_id, 0) + t.gpus
                 continue
             blocked_users.add(t.user_id)
-            if not t.pending_reported:
+            if t.last_event != TaskTrigger.PENDING_RESOURCES.value:
                 changes.append(
                     TaskChange(
                         t.task_id,
@@ -122,6 +156,13 @@ def schedule(
             stop.append(t.ray_job_id)
         changes.extend(_follow(t, job))
     return TaskPlan(tuple(changes), tuple(submit), tuple(stop))
+
+
+def _over_quota(t: TaskRecord, owner: Owner | None, used: dict[str, int]) -> str | None:
+    if owner is None or owner.quota is None:
+        return None
+    usage = Usage(owner.usage.models, owner.usage.model_gpus, used.get(t.user_id, 0))
+    return task_refusal(t.user_id, owner.quota, usage, t.gpus)
 
 
 def _follow(t: TaskRecord, job: JobInfo) -> list[TaskChange]:

@@ -35,9 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from argus.storage import CHECKPOINT_NAME, OFFLINE_HF
+
 LOG_PREFIX = "argus-sft"
 EXIT_BAD_INPUT = 2
-CHECKPOINT_DIRNAME = "checkpoint"
 TRAINING_INFO_NAME = "argus_training.json"
 IGNORE_INDEX = -100  # the label torch's cross-entropy skips
 
@@ -242,8 +243,8 @@ def _check_model_source(folder: Path) -> None:
 
 def _train(args: argparse.Namespace, conversations: list[Conversation]) -> int:
     # Weights come from local disk only (design D8); also keep any helper off the network.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    for name, value in OFFLINE_HF.items():
+        os.environ.setdefault(name, value)
     import torch
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -264,12 +265,12 @@ def _train(args: argparse.Namespace, conversations: list[Conversation]) -> int:
         )
     examples, dropped = build_examples(tokenizer, conversations, args.max_seq_len, args.train_file)
     # Master weights stay float32 for the optimizer; on a GPU bf16 autocast does the math.
-    model = _load(AutoModelForCausalLM, source, "model", dtype=torch.float32)
+    model = _load(AutoModelForCausalLM, source, "model", dtype=torch.float32, use_safetensors=True)
     save_dtype = _source_dtype(torch, source) if use_cuda else torch.float32
 
     output_dir: Path = args.output_dir
-    final_dir = output_dir / CHECKPOINT_DIRNAME
-    tmp_dir = output_dir / f"{CHECKPOINT_DIRNAME}.tmp-{os.getpid()}"
+    final_dir = output_dir / CHECKPOINT_NAME
+    tmp_dir = output_dir / f"{CHECKPOINT_NAME}.tmp-{os.getpid()}"
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
         tmp_dir.mkdir()
@@ -329,7 +330,10 @@ def _train(args: argparse.Namespace, conversations: list[Conversation]) -> int:
 
 def _load(auto_class: Any, source: Path, what: str, **kwargs: Any) -> Any:
     try:
-        return auto_class.from_pretrained(str(source), local_files_only=True, **kwargs)
+        # argus's own code only: no Python shipped with the model, no pickle weights.
+        return auto_class.from_pretrained(
+            str(source), local_files_only=True, trust_remote_code=False, **kwargs
+        )
     except (OSError, ValueError) as e:
         # One line: transformers' messages here are about the folder's files, not a bug.
         reason = " ".join(str(e).split())

@@ -1,35 +1,22 @@
 """A training task's states and the one function that moves between them.
 
-QUEUED → SUBMITTED → RUNNING → SUCCEEDED | FAILED | CANCELED; every transition
-appends one event, and a few events (PENDING_RESOURCES, CANCEL_REQUESTED) record
-what happened without a transition.
+QUEUED → SUBMITTED → RUNNING → SUCCEEDED | FAILED | CANCELED (the states are the
+store's, `argus.store.states.TaskState`); every transition appends one event, and a few
+events (PENDING_RESOURCES, PENDING_QUOTA, CANCEL_REQUESTED) record what happened without
+a transition. `task_transition()` is how every change is written.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
+from sqlalchemy.orm import Session
 
-class TaskState(StrEnum):
-    QUEUED = "QUEUED"  # accepted, waiting for resources (or for the user's earlier tasks)
-    SUBMITTED = "SUBMITTED"  # a Ray job exists; its driver waits to be placed
-    RUNNING = "RUNNING"  # the Ray job's driver runs
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"  # error_summary says why
-    CANCELED = "CANCELED"
-
-    @property
-    def is_finished(self) -> bool:
-        return self in FINISHED_STATES
-
-    @property
-    def holds_job(self) -> bool:
-        """A Ray job exists for the task and may hold resources."""
-        return self in (TaskState.SUBMITTED, TaskState.RUNNING)
-
-
-FINISHED_STATES = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELED})
-ACTIVE_STATES = frozenset({TaskState.QUEUED, TaskState.SUBMITTED, TaskState.RUNNING})
+from argus.store import tasks as store
+from argus.store.schema import Task
+from argus.store.states import TaskState
 
 
 class TaskTrigger(StrEnum):
@@ -37,6 +24,7 @@ class TaskTrigger(StrEnum):
 
     CREATED = "CREATED"
     PENDING_RESOURCES = "PENDING_RESOURCES"  # does not fit the cluster yet
+    PENDING_QUOTA = "PENDING_QUOTA"  # its owner's GPU quota is taken by other work
     SUBMITTED = "SUBMITTED"  # the Ray job was submitted (or found, after a restart)
     STARTED = "STARTED"  # Ray reports the job RUNNING
     SUCCEEDED = "SUCCEEDED"
@@ -58,6 +46,7 @@ _WITH_JOB = {T.SUBMITTED, T.RUNNING}
 # trigger -> (from states, to state); None as "to" means "stay where you are".
 _TABLE: dict[TaskTrigger, tuple[set[TaskState], TaskState | None]] = {
     TaskTrigger.PENDING_RESOURCES: ({T.QUEUED}, None),
+    TaskTrigger.PENDING_QUOTA: ({T.QUEUED}, None),
     TaskTrigger.SUBMITTED: ({T.QUEUED}, T.SUBMITTED),
     TaskTrigger.STARTED: ({T.SUBMITTED}, T.RUNNING),
     TaskTrigger.SUCCEEDED: (_WITH_JOB, T.SUCCEEDED),
@@ -79,3 +68,28 @@ def next_task_state(state: TaskState | None, trigger: TaskTrigger) -> TaskState:
     if state not in allowed:
         raise InvalidTaskTransition(state, trigger)
     return state if to is None else to
+
+
+def task_transition(
+    session: Session,
+    task: Task,
+    trigger: TaskTrigger,
+    now: datetime,
+    *,
+    error_summary: str | None = None,
+    payload: dict[str, Any] | None = None,
+) -> TaskState:
+    """Apply `trigger` to the task and append its event; raises InvalidTaskTransition."""
+    new = next_task_state(TaskState(task.state), trigger)
+    store.write_task_transition(
+        session,
+        task,
+        new,
+        trigger.value,
+        now,
+        error_summary=error_summary,
+        started=trigger is TaskTrigger.STARTED,
+        cancel_requested=trigger is TaskTrigger.CANCEL_REQUESTED,
+        payload=payload,
+    )
+    return new

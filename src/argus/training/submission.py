@@ -10,14 +10,10 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from argus.cluster.job_client import JobSubmission
-from argus.serving.paths import user_home
-from argus.training.sft import CHECKPOINT_DIRNAME
-
-LOG_NAME = "task.log"
-CHECKPOINT_NAME = CHECKPOINT_DIRNAME  # where sft writes it; a command task may write there too
+from argus.storage import CHECKPOINT_NAME, LOG_NAME, offline_hf_env, task_dir
+from argus.training.spec import ResolvedTaskSpec
 
 
 @dataclass(frozen=True)
@@ -28,19 +24,10 @@ class LaunchSettings:
     hf_home: str
 
 
-def task_dir(storage_root: Path, user_id: str, task_id: str) -> Path:
-    return user_home(storage_root, user_id) / "tasks" / task_id
-
-
-def checkpoint_source(task_id: str) -> str:
-    """The checkpoint as a `model_source` its owner can put into a serving spec."""
-    return f"$HOME/tasks/{task_id}/{CHECKPOINT_NAME}"
-
-
-def task_demand(resolved: dict[str, Any], launch: LaunchSettings) -> dict[str, float]:
+def task_demand(spec: ResolvedTaskSpec, launch: LaunchSettings) -> dict[str, float]:
     """What the task's driver holds on its node, in Ray's resource names."""
-    demand = {"CPU": float(resolved["cpus_per_node"])}
-    gpus = int(resolved["gpus_per_node"])
+    demand = {"CPU": float(spec.cpus_per_node)}
+    gpus = spec.gpus_per_node
     if gpus:
         demand["GPU"] = float(gpus)
         # GPUs of the cluster's type: Ray's own accelerator label, as on model replicas.
@@ -49,37 +36,37 @@ def task_demand(resolved: dict[str, Any], launch: LaunchSettings) -> dict[str, f
     return demand
 
 
-def workload_argv(resolved: dict[str, Any], folder: Path, python: str) -> list[str]:
-    if resolved["workload"] == "sft":
+def workload_argv(spec: ResolvedTaskSpec, folder: Path, python: str) -> list[str]:
+    if spec.workload == "sft":
         return [
             python,
             "-m",
             "argus.training.sft",
             "--model-source",
-            resolved["model_source"],
+            str(spec.model_source),
             "--train-file",
-            resolved["train_file"],
+            str(spec.train_file),
             "--output-dir",
             str(folder),
             "--max-steps",
-            str(resolved["max_steps"]),
+            str(spec.max_steps),
             "--learning-rate",
-            repr(float(resolved["learning_rate"])),
+            repr(spec.learning_rate),
             "--batch-size",
-            str(resolved["batch_size"]),
+            str(spec.batch_size),
             "--max-seq-len",
-            str(resolved["max_seq_len"]),
+            str(spec.max_seq_len),
             "--seed",
-            str(resolved["seed"]),
+            str(spec.seed),
         ]
-    return ["/bin/sh", "-c", resolved["entrypoint"]]
+    return ["/bin/sh", "-c", str(spec.entrypoint)]
 
 
 def build_submission(
-    task_id: str, user_id: str, ray_job_id: str, resolved: dict[str, Any], launch: LaunchSettings
+    task_id: str, user_id: str, ray_job_id: str, spec: ResolvedTaskSpec, launch: LaunchSettings
 ) -> JobSubmission:
     folder = task_dir(launch.storage_root, user_id, task_id)
-    cwd = resolved.get("working_dir") or str(folder)
+    cwd = spec.working_dir or str(folder)
     argv = [
         launch.python,
         "-m",
@@ -89,14 +76,12 @@ def build_submission(
         "--cwd",
         cwd,
         "--",
-        *workload_argv(resolved, folder, launch.python),
+        *workload_argv(spec, folder, launch.python),
     ]
-    demand = task_demand(resolved, launch)
+    demand = task_demand(spec, launch)
     env = {
-        **resolved.get("env", {}),
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "HF_HOME": launch.hf_home,
+        **spec.env,
+        **offline_hf_env(launch.hf_home),
         "PYTHONUNBUFFERED": "1",
         "ARGUS_TASK_ID": task_id,
         "ARGUS_USER_ID": user_id,

@@ -21,12 +21,13 @@ from starlette.responses import HTMLResponse
 
 from argus import __version__
 from argus.errors import ArgusError, PayloadTooLarge
-from argus.serving.states import ServeState
+from argus.store.states import ServeState
 from argus.ui.session import UiSession, clear_flash, read_flash
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 STATIC_DIR = Path(__file__).parent / "static"
 REFRESH_MS = 2000
+MAX_SHOWN_ERRORS = 25  # the API reports at most 20 field errors and a count of the rest
 
 # Everything the pages need is served from /ui/static: no inline script, no CDN.
 SECURITY_HEADERS = {
@@ -103,7 +104,9 @@ def render(
             **context,
         }
     )
-    response = HTMLResponse(body, status_code=status, headers=SECURITY_HEADERS)
+    # A lone surrogate a spec smuggled in comes out escaped, never as an encoding error.
+    content = body.encode("utf-8", "backslashreplace")
+    response = HTMLResponse(content, status_code=status, headers=SECURITY_HEADERS)
     if flash is not None:
         clear_flash(response)
     return response
@@ -177,27 +180,36 @@ def any_needs_refresh(models: Iterable[Mapping[str, Any]]) -> bool:
 _KEY_RE = re.compile(r"^(\s*)([A-Za-z0-9_.-]+)\s*:")
 
 
-def locate_field(text: str, field: str) -> int | None:
+def key_lines(text: str) -> list[tuple[int, int, str]]:
+    """(line, indentation, key) of each line that starts a `key:`, in order."""
+    found = []
+    for i, line in enumerate(text.split("\n")):
+        m = _KEY_RE.match(line)
+        if m is not None:
+            found.append((i, len(m.group(1)), m.group(2)))
+    return found
+
+
+def locate_field(
+    text: str, field: str, keys: list[tuple[int, int, str]] | None = None
+) -> int | None:
     """The 0-based line where a dotted field's key is written in YAML text, if found.
 
     Only a display aid for putting an error next to its line: a simple scan for
     `key:` at increasing indentation, never a second parser or a second validator.
+    `keys` is `key_lines(text)`, computed once for several fields.
     """
-    parts = field.split(".")
-    lines = text.split("\n")
+    keys = key_lines(text) if keys is None else keys
     start, indent = 0, -1
     found: int | None = None
-    for part in parts:
+    for part in field.split("."):
         found = None
-        for i in range(start, len(lines)):
-            m = _KEY_RE.match(lines[i])
-            if m is None:
-                continue
-            width = len(m.group(1))
+        for j in range(start, len(keys)):
+            line, width, key = keys[j]
             if width <= indent:
                 break  # left the parent mapping
-            if m.group(2) == part and (indent >= 0 or width == 0):
-                found, start, indent = i, i + 1, width
+            if key == part and (indent >= 0 or width == 0):
+                found, start, indent = line, j + 1, width
                 break
         if found is None:
             return None
@@ -215,8 +227,9 @@ def annotate_spec(
         {"number": i + 1, "text": line, "errors": []} for i, line in enumerate(shown)
     ]
     unplaced: list[dict[str, str]] = []
-    for d in details:
-        where = locate_field(text, d["field"])
+    keys = key_lines(text)
+    for d in list(details)[:MAX_SHOWN_ERRORS]:
+        where = locate_field(text, d["field"], keys)
         err = {"field": d["field"], "message": d["message"]}
         if where is None:
             unplaced.append(err)

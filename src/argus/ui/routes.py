@@ -14,10 +14,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from argus import accounts
-from argus.api.deps import Ctx, authenticate
+from argus.api.deps import MAX_TOKEN_CHARS, Ctx, authenticate
 from argus.errors import Unauthorized
-from argus.serving.states import ServeState
-from argus.store import serving as store
+from argus.serving import control
+from argus.store.states import ServeState
 from argus.ui import routes_admin, routes_serving, routes_tasks
 from argus.ui.pages import PageError, render
 from argus.ui.session import (
@@ -34,18 +34,13 @@ from argus.ui.session import (
 )
 from argus.views import model_view
 
-MAX_TOKEN_CHARS = 512
-
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
 
 @router.get("")
 def overview(request: Request, ctx: Ctx, session: Session) -> HTMLResponse:
-    with ctx.db.read() as s:
-        items, total = store.list_serve_models(
-            s, user_id=None if session.is_admin else session.user_id, limit=500
-        )
-        models = [model_view(m) for m in items]
+    items, total = control.list_models(ctx.serving, session.principal, limit=500)
+    models = [model_view(m) for m in items]
     counts = Counter(m["state"] for m in models)
     context: dict[str, object] = {
         "section": "overview",
@@ -57,7 +52,7 @@ def overview(request: Request, ctx: Ctx, session: Session) -> HTMLResponse:
         "users": None,
     }
     if session.is_admin:
-        context["users"] = len(accounts.list_users(ctx.db))
+        context["users"] = len(accounts.list_users(ctx.db, ctx.serving.quotas))
         context["cluster"] = ctx.status.cluster_status()
     return render(request, "overview.html", context, session=session)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -40,7 +41,7 @@ def _users_page(
     new_user: str = "",
     error: ArgusError | None = None,
 ) -> HTMLResponse:
-    users = accounts.list_users(ctx.db)
+    users = accounts.list_users(ctx.db, ctx.serving.quotas)
     for user in users:
         user["tokens"] = accounts.list_tokens(ctx.db, user["user_id"])
     field_errors = {
@@ -83,13 +84,34 @@ def create_user(request: Request, ctx: Ctx, session: AdminSession, form: Form) -
 @router.post("/users/{user_id}/disabled")
 def set_disabled(ctx: Ctx, session: AdminSession, form: Form, user_id: str) -> Response:
     disabled = form.get("disabled") == "true"
+    change = accounts.UserUpdate(disabled=disabled)
     try:
-        accounts.set_disabled(ctx.db, user_id, disabled)
+        accounts.update_user(ctx.db, user_id, change, ctx.clock(), ctx.serving.quotas)
     except ArgusError as e:
         return _redirect(e.message, "error")
     verb = "Disabled" if disabled else "Enabled"
-    note = ": their tokens stop working at once" if disabled else ""
+    note = (
+        ": their tokens stop working at once, their tasks are cancelled and their models suspended"
+        if disabled
+        else "; their suspended models are deployed again"
+    )
     return _redirect(f"{verb} user {user_id}{note}.", anchor=f"#user-{user_id}")
+
+
+@router.post("/users/{user_id}/limits")
+def set_limits(ctx: Ctx, session: AdminSession, form: Form, user_id: str) -> Response:
+    quota: dict[str, int | None] = {}
+    for name in accounts.QUOTA_FIELDS:
+        raw = form.get(name, "").strip()
+        if raw and not re.fullmatch(r"[0-9]{1,6}", raw):
+            return _redirect(f"{name} must be a whole number (or empty for the default)", "error")
+        quota[name] = int(raw) if raw else None
+    change = accounts.UserUpdate(allow_commands=form.get("allow_commands") == "true", quota=quota)
+    try:
+        accounts.update_user(ctx.db, user_id, change, ctx.clock(), ctx.serving.quotas)
+    except ArgusError as e:
+        return _redirect(e.message, "error")
+    return _redirect(f"Saved the limits of {user_id}.", anchor=f"#user-{user_id}")
 
 
 @router.post("/users/{user_id}/tokens")

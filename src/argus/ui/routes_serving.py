@@ -11,18 +11,16 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import httpx
 from fastapi import APIRouter, Query, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from argus.api.deps import Ctx
-from argus.config import Settings
 from argus.demo import DEMO_SPEC_YAML
 from argus.errors import ArgusError, NotFound
 from argus.serving import control
-from argus.serving.states import ServeState
-from argus.store import serving as store
 from argus.store.schema import ServeModel
+from argus.store.states import ServeState
+from argus.training import control as tasks
 from argus.ui.pages import (
     PageError,
     any_needs_refresh,
@@ -32,15 +30,11 @@ from argus.ui.pages import (
     render,
     spec_editor,
 )
-from argus.ui.routes_tasks import checkpoint_spec
 from argus.ui.session import Form, Session, UiSession, flash_redirect
-from argus.views import event_view, model_view, resolved_spec_yaml
+from argus.views import event_view, model_view
 
 router = APIRouter()
 
-TRY_TIMEOUT_S = 60.0
-TRY_MAX_TOKENS = 128
-TRY_MAX_CHARS = 4000
 LIST_LIMIT = 200
 
 
@@ -61,14 +55,10 @@ def _back(form: dict[str, str], model_key: str) -> str:
 def serving_list(
     request: Request, ctx: Ctx, session: Session, deleted: bool = False
 ) -> HTMLResponse:
-    with ctx.db.read() as s:
-        items, total = store.list_serve_models(
-            s,
-            user_id=None if session.is_admin else session.user_id,
-            include_deleted=deleted,
-            limit=LIST_LIMIT,
-        )
-        models = [model_view(m) for m in items]
+    items, total = control.list_models(
+        ctx.serving, session.principal, include_deleted=deleted, limit=LIST_LIMIT
+    )
+    models = [model_view(m, ctx.status.cluster_note()) for m in items]
     context = {
         "section": "serving",
         "models": models,
@@ -121,7 +111,16 @@ def new_model(
         return _editor(request, session, model.spec_yaml, editing=model.model_id)
     if from_task:
         # The server finds the checkpoint of the caller's own task: no path from the query.
-        text, task = checkpoint_spec(ctx, session, from_task)
+        try:
+            task = tasks.servable_checkpoint(ctx.tasks, session.principal, from_task)
+        except NotFound:
+            raise PageError(
+                404, "Task not found", f"There is no task {from_task!r} of yours.", session
+            ) from None
+        except ArgusError as e:
+            raise PageError(e.status, "No checkpoint to serve", e.message, session) from None
+        suffix = tasks.checkpoint_model_id(task.name, task.task_id)
+        text = control.checkpoint_spec_yaml(task.name, task.task_id, suffix)
         source = {"task_id": task.task_id, "name": task.name}
         return _editor(request, session, text, source_task=source)
     return _editor(request, session, DEMO_SPEC_YAML)
@@ -148,15 +147,16 @@ def deploy(request: Request, ctx: Ctx, session: Session, form: Form) -> Response
 @router.get("/serving/{model_key}")
 def model_page(request: Request, ctx: Ctx, session: Session, model_key: str) -> HTMLResponse:
     model = _owned(ctx, session, model_key)
-    _, events = control.get_with_events(ctx.serving, session.principal, model.model_key)
-    view = model_view(model)
+    _, events, total = control.events(ctx.serving, session.principal, model.model_key)
+    view = model_view(model, ctx.status.cluster_note())
     base_url = ctx.settings.openai_base_url
     context: dict[str, Any] = {
         "section": "serving",
         "model": view,
         "live": ServeState(model.state).is_live,
-        "spec_yaml": resolved_spec_yaml(model),
-        "events": [event_view(e) for e in reversed(events)],
+        "spec_yaml": control.resolved_spec_yaml(model),
+        "events": [event_view(e) for e in events],
+        "events_total": total,
         "serve_status": ctx.status.model_status(model.model_id),
         "base_url": base_url,
         "examples": client_examples(base_url, model.model_id),
@@ -179,9 +179,8 @@ def scale(ctx: Ctx, session: Session, form: Form, model_key: str) -> Response:
         scaled = control.scale(ctx.serving, session.principal, model.model_key, count, ctx.clock())
     except ArgusError as e:
         return flash_redirect(back, f"Could not scale {model.model_id}: {e.message}", "error")
-    return flash_redirect(
-        back, f"Scaling {scaled.model_id} to {scaled.target_replicas} replica(s)."
-    )
+    replicas = model_view(scaled)["target_replicas"]
+    return flash_redirect(back, f"Scaling {scaled.model_id} to {replicas} replica(s).")
 
 
 @router.post("/serving/{model_key}/delete")
@@ -198,60 +197,9 @@ def delete(ctx: Ctx, session: Session, form: Form, model_key: str) -> Response:
 @router.post("/serving/{model_key}/try")
 def try_it(ctx: Ctx, session: Session, form: Form, model_key: str) -> JSONResponse:
     try:
-        model = control.get_owned(ctx.serving, session.principal, model_key)
-    except NotFound:
-        return JSONResponse({"ok": False, "error": "no such model of yours"}, status_code=404)
-    message = form.get("message", "").strip()
-    if not message:
-        return JSONResponse({"ok": False, "error": "type a message first"}, status_code=422)
-    if len(message) > TRY_MAX_CHARS:
-        return JSONResponse(
-            {"ok": False, "error": f"keep the message under {TRY_MAX_CHARS} characters"},
-            status_code=422,
+        answer = control.try_chat(
+            ctx.serving, session.principal, model_key, form.get("message", "")
         )
-    if model.state != ServeState.RUNNING.value:
-        return JSONResponse(
-            {"ok": False, "error": f"model is not RUNNING yet (it is {model.state})"},
-            status_code=409,
-        )
-    status, body = ask_model(chat_url(ctx.settings), model.model_id, message)
-    return JSONResponse(body, status_code=status)
-
-
-def chat_url(settings: Settings) -> str:
-    """The OpenAI chat endpoint as argus itself reaches it (a wildcard bind means loopback)."""
-    host = settings.serving.serve.http_host
-    if host in ("", "0.0.0.0", "::"):  # noqa: S104 - a bind address, not a bind
-        host = "127.0.0.1"
-    elif ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{settings.serving.serve.http_port}/v1/chat/completions"
-
-
-def ask_model(
-    url: str, model_id: str, message: str, timeout_s: float = TRY_TIMEOUT_S
-) -> tuple[int, dict[str, Any]]:
-    """One chat message to the model; (HTTP status for the page, JSON body)."""
-    request = {
-        "model": model_id,
-        "messages": [{"role": "user", "content": message}],
-        "max_tokens": TRY_MAX_TOKENS,
-    }
-    try:
-        # trust_env off: the endpoint is local, never to be sent through a proxy.
-        with httpx.Client(timeout=timeout_s, trust_env=False) as client:
-            reply = client.post(url, json=request)
-    except httpx.TimeoutException:
-        return 504, {"ok": False, "error": f"the model did not answer within {timeout_s:g} s"}
-    except httpx.HTTPError as e:
-        return 502, {"ok": False, "error": f"could not reach the model: {e}"}
-    if reply.status_code != 200:
-        return 502, {
-            "ok": False,
-            "error": f"the model answered HTTP {reply.status_code}: {reply.text[:300]}",
-        }
-    try:
-        answer = reply.json()["choices"][0]["message"]["content"]
-    except (ValueError, KeyError, IndexError, TypeError):
-        return 502, {"ok": False, "error": "the reply was not an OpenAI chat completion"}
-    return 200, {"ok": True, "answer": str(answer or ""), "model": model_id}
+    except ArgusError as e:
+        return JSONResponse({"ok": False, "error": e.message}, status_code=e.status)
+    return JSONResponse({"ok": True, "answer": answer.text, "model": answer.model_id})

@@ -12,29 +12,24 @@ from __future__ import annotations
 
 from typing import Any
 
-import yaml
 from fastapi import APIRouter, Query, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from argus.api.deps import AppContext, Ctx
-from argus.demo import DEMO_SPEC_YAML, DEMO_TASK_YAML
+from argus.demo import DEMO_TASK_YAML
 from argus.errors import ArgusError, NotFound
-from argus.ids import validate_model_id_suffix
-from argus.store import tasks as store
 from argus.store.schema import Task
+from argus.store.states import TaskState
 from argus.training import control
-from argus.training.states import TaskState
-from argus.training.submission import checkpoint_source
 from argus.ui.pages import PageError, posted_spec, render, spec_editor
 from argus.ui.session import Form, Session, UiSession, flash_redirect
-from argus.views import event_view, task_spec_yaml, task_view
+from argus.views import event_view, task_view
 
 router = APIRouter()
 
 LIST_LIMIT = 200
 LOG_TAIL_LINES = control.DEFAULT_TAIL_LINES
 LOG_CHUNK_BYTES = 256 * 1024  # per poll; a page that gets a full chunk asks again at once
-MODEL_ID_MAX = 64
 
 
 def _not_found(session: UiSession, task_id: str) -> PageError:
@@ -54,11 +49,8 @@ def _is_active(state: str) -> bool:
 
 @router.get("/tasks")
 def task_list(request: Request, ctx: Ctx, session: Session) -> HTMLResponse:
-    with ctx.db.read() as s:
-        items, total = store.list_tasks(
-            s, user_id=None if session.is_admin else session.user_id, limit=LIST_LIMIT
-        )
-        tasks = [task_view(t) for t in items]
+    items, total = control.list_tasks(ctx.tasks, session.principal, limit=LIST_LIMIT)
+    tasks = [task_view(t) for t in items]
     context = {"section": "tasks", "tasks": tasks, "total": total}
     refresh = any(_is_active(t["state"]) for t in tasks)
     return render(request, "tasks_list.html", context, session=session, refresh=refresh)
@@ -105,7 +97,7 @@ def submit(request: Request, ctx: Ctx, session: Session, form: Form) -> Response
 @router.get("/tasks/{task_id}")
 def task_page(request: Request, ctx: Ctx, session: Session, task_id: str) -> HTMLResponse:
     try:
-        task, events = control.get_with_events(ctx.tasks, session.principal, task_id)
+        task, events, total = control.events(ctx.tasks, session.principal, task_id)
     except NotFound:
         raise _not_found(session, task_id) from None
     ready = control.checkpoint_ready(ctx.tasks, task)
@@ -119,8 +111,9 @@ def task_page(request: Request, ctx: Ctx, session: Session, task_id: str) -> HTM
         "can_serve": (
             task.state == TaskState.SUCCEEDED.value and ready and task.user_id == session.user_id
         ),
-        "spec_yaml": task_spec_yaml(task),
-        "events": [event_view(e) for e in reversed(events)],
+        "spec_yaml": control.task_spec_yaml(task),
+        "events": [event_view(e) for e in events],
+        "events_total": total,
         "job": ctx.status.job_status(task.ray_job_id),
         "log_text": shown.decode("utf-8", "replace"),
         "log_offset": size - (len(head) - len(shown)),
@@ -131,7 +124,10 @@ def task_page(request: Request, ctx: Ctx, session: Session, task_id: str) -> HTM
 
 @router.get("/tasks/{task_id}/log")
 def task_log(
-    ctx: Ctx, session: Session, task_id: str, offset: int = Query(0, ge=0)
+    ctx: Ctx,
+    session: Session,
+    task_id: str,
+    offset: int = Query(0, ge=0, le=control.MAX_LOG_OFFSET),
 ) -> JSONResponse:
     """What the log gained from `offset`; `done` once the task has finished and all is read."""
     try:
@@ -160,43 +156,6 @@ def cancel(ctx: Ctx, session: Session, form: Form, task_id: str) -> Response:
         return flash_redirect(back, f"Canceled {after.name} ({after.task_id}).")
     return flash_redirect(
         back, f"Canceling {after.name} ({after.task_id}): its Ray job is being stopped."
-    )
-
-
-# -- serving a task's checkpoint ----------------------------------------------------
-def checkpoint_spec(ctx: AppContext, session: UiSession, task_id: str) -> tuple[str, Task]:
-    """The serving spec of the caller's own task's checkpoint, and the task.
-
-    404 for a task that is not the caller's (an admin included: the checkpoint lies in
-    its owner's home, which only the owner's specs may name); 409 without a checkpoint.
-    """
-    task = _owned(ctx, session, task_id)
-    if task.user_id != session.user_id:
-        raise _not_found(session, task_id)
-    if task.state != TaskState.SUCCEEDED.value or not control.checkpoint_ready(ctx.tasks, task):
-        raise PageError(
-            409,
-            "No checkpoint to serve",
-            f"Task {task.name} ({task.task_id}) is {task.state} and has no checkpoint at "
-            f"{checkpoint_source(task.task_id)} (a folder with config.json and *.safetensors).",
-            session,
-        )
-    return checkpoint_spec_yaml(task.name, task.task_id), task
-
-
-def checkpoint_model_id(task_name: str, task_id: str) -> str:
-    """The task's name and a piece of its id: two tasks of one name get two models."""
-    tag = task_id.removeprefix("tsk_")[:8]
-    return validate_model_id_suffix(f"{task_name[: MODEL_ID_MAX - len(tag) - 1]}-{tag}")
-
-
-def checkpoint_spec_yaml(task_name: str, task_id: str) -> str:
-    """The demo model's serving spec with the checkpoint as model_source."""
-    spec = yaml.safe_load(DEMO_SPEC_YAML)
-    spec["model_id"] = checkpoint_model_id(task_name, task_id)
-    spec["model_source"] = checkpoint_source(task_id)
-    return f"# The checkpoint of task {task_name} ({task_id})\n" + yaml.safe_dump(
-        spec, sort_keys=False
     )
 
 

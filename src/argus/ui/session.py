@@ -75,7 +75,10 @@ def origin_allowed(request: Request) -> bool:
     if origin is None:
         return True
     host = request.headers.get("host", "")
-    parts = urlsplit(origin)
+    try:
+        parts = urlsplit(origin)
+    except ValueError:  # not a URL at all (`http://[`): not this host either
+        return False
     return bool(host) and parts.scheme in ("http", "https") and parts.netloc == host
 
 
@@ -85,8 +88,11 @@ def safe_next(raw: str | None) -> str:
         return HOME
     if "\\" in raw or any(ord(c) < 0x20 or ord(c) == 0x7F for c in raw):
         return HOME
-    parts = urlsplit(raw)
-    if parts.scheme or parts.netloc:
+    try:
+        parts = urlsplit(raw)
+    except ValueError:
+        return HOME
+    if parts.scheme or parts.netloc or len(raw) > 2048:
         return HOME
     return raw
 

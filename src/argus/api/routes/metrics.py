@@ -7,6 +7,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from argus.api.deps import Ctx, get_principal, require_admin
+from argus.api.errors import error_responses
 from argus.api.metrics import ApiMetrics
 
 router = APIRouter(tags=["operations"])
@@ -22,7 +23,7 @@ def _may_scrape(request: Request, ctx: Ctx) -> None:
     summary="Prometheus metrics (the admin token, or none with server.metrics_public)",
     dependencies=[Depends(_may_scrape)],
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}, **error_responses(400, 401, 403, 413)},
 )
 def metrics(request: Request) -> Response:
     registry: ApiMetrics = request.app.state.metrics

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 
-from argus.api.bodies import in_thread, read_yaml_body
-from argus.api.deps import Admin, Caller, Ctx
+from argus.api.bodies import in_thread, read_json_object, read_yaml_body
+from argus.api.deps import Admin, AppContext, Caller, Ctx
+from argus.api.errors import error_responses
 from argus.demo import DEMO_SPEC_YAML
-from argus.errors import BadRequest, UnsupportedMediaType
+from argus.errors import BadRequest
 from argus.serving import control
-from argus.store import serving as store
-from argus.views import event_view, model_view, resolved_spec_yaml
+from argus.store.schema import ServeModel
+from argus.views import event_view, model_view
 
 router = APIRouter(prefix="/api/v2/serve", tags=["serving"])
 
@@ -30,6 +31,7 @@ EXAMPLE_MODEL: dict[str, Any] = {
     "target_replicas": 2,
     "ready_replicas": 2,
     "gpus_per_replica": 1,
+    "gpus": 2,
     "model_source": "/private/hf/SmolLM2-135M-Instruct",
     "created_at": "2026-11-28T12:00:05+00:00",
     "updated_at": "2026-11-28T12:03:10+00:00",
@@ -38,6 +40,14 @@ EXAMPLE_MODEL: dict[str, Any] = {
 
 def _example(status: int, body: Any) -> dict[int | str, dict[str, Any]]:
     return {status: {"content": {"application/json": {"example": body}}}}
+
+
+MAX_QUERY_OFFSET = 1_000_000_000
+KEY_PATH = Path(max_length=64, description="The model's key, as the list returns it.")
+
+
+def _view(ctx: AppContext, model: ServeModel) -> dict[str, Any]:
+    return model_view(model, ctx.status.cluster_note())
 
 
 @router.post(
@@ -66,7 +76,8 @@ def _example(status: int, body: Any) -> dict[int | str, dict[str, Any]]:
                     }
                 }
             }
-        }
+        },
+        **error_responses(400, 401, 403, 409, 413, 415, 422),
     },
 )
 async def post_model(request: Request, ctx: Ctx, caller: Caller) -> JSONResponse:
@@ -81,34 +92,37 @@ async def post_model(request: Request, ctx: Ctx, caller: Caller) -> JSONResponse
 @router.get(
     "/models",
     summary="List your models (the admin sees everyone's), newest update first",
-    responses=_example(
-        200,
-        {"items": [EXAMPLE_MODEL], "total": 1, "openai_base_url": "http://127.0.0.1:8000/v1"},
-    ),
+    responses={
+        **_example(
+            200,
+            {"items": [EXAMPLE_MODEL], "total": 1, "openai_base_url": "http://127.0.0.1:8000/v1"},
+        ),
+        **error_responses(400, 401, 413, 422),
+    },
 )
 def list_models(
     ctx: Ctx,
     caller: Caller,
     limit: int = Query(50, ge=1, le=500),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_QUERY_OFFSET),
     include_deleted: bool = False,
 ) -> dict[str, Any]:
-    with ctx.db.read() as s:
-        items, total = store.list_serve_models(
-            s,
-            user_id=None if caller.is_admin else caller.user_id,
-            include_deleted=include_deleted,
-            limit=limit,
-            offset=offset,
-        )
-        views = [model_view(m) for m in items]
-    return {"items": views, "total": total, "openai_base_url": ctx.settings.openai_base_url}
+    items, total = control.list_models(
+        ctx.serving, caller, include_deleted=include_deleted, limit=limit, offset=offset
+    )
+    return {
+        "items": [_view(ctx, m) for m in items],
+        "total": total,
+        "openai_base_url": ctx.settings.openai_base_url,
+        "cluster": ctx.status.cluster_note(),
+    }
 
 
 @router.get(
     "/models/{model_key}",
-    summary="A model: state, resolved spec, events, Serve status",
-    responses=_example(
+    summary="A model: state, resolved spec, its newest events, Serve status",
+    responses=error_responses(400, 401, 404, 413, 422)
+    | _example(
         200,
         {
             "model": EXAMPLE_MODEL,
@@ -123,6 +137,7 @@ def list_models(
                     "payload": {"to": "QUEUED", "generation": 1},
                 },
             ],
+            "events_total": 1,
             "serve_status": {
                 "deployment": "LLMServer:alice-202611281200-smol",
                 "application_status": "RUNNING",
@@ -134,14 +149,50 @@ def list_models(
         },
     ),
 )
-def get_model(model_key: str, ctx: Ctx, caller: Caller) -> dict[str, Any]:
-    model, events = control.get_with_events(ctx.serving, caller, model_key)
+def get_model(ctx: Ctx, caller: Caller, model_key: str = KEY_PATH) -> dict[str, Any]:
+    model, events, total = control.events(ctx.serving, caller, model_key)
     return {
-        "model": model_view(model),
-        "resolved_spec_yaml": resolved_spec_yaml(model),
+        "model": _view(ctx, model),
+        "resolved_spec_yaml": control.resolved_spec_yaml(model),
         "events": [event_view(e) for e in events],
+        "events_total": total,
         "serve_status": ctx.status.model_status(model.model_id),
         "openai_base_url": ctx.settings.openai_base_url,
+    }
+
+
+@router.get(
+    "/models/{model_key}/events",
+    summary="A model's events, newest first; page back with before=<the last id you saw>",
+    responses=error_responses(400, 401, 404, 413, 422)
+    | _example(
+        200,
+        {
+            "items": [
+                {
+                    "id": 7,
+                    "time": "2026-11-28T12:03:10+00:00",
+                    "event_type": "READY",
+                    "payload": {"from": "DEPLOYING", "to": "RUNNING"},
+                }
+            ],
+            "total": 7,
+            "next_before": None,
+        },
+    ),
+)
+def model_events(
+    ctx: Ctx,
+    caller: Caller,
+    model_key: str = KEY_PATH,
+    limit: int = Query(control.EVENTS_PAGE, ge=1, le=500),
+    before: int | None = Query(None, ge=1, le=2**62, description="Events older than this id."),
+) -> dict[str, Any]:
+    _, events, total = control.events(ctx.serving, caller, model_key, limit, before)
+    return {
+        "items": [event_view(e) for e in events],
+        "total": total,
+        "next_before": events[-1].id if len(events) == limit else None,
     }
 
 
@@ -155,38 +206,41 @@ def get_model(model_key: str, ctx: Ctx, caller: Caller) -> dict[str, Any]:
             "content": {"application/json": {"example": {"num_replicas": 2}}},
         }
     },
-    responses=_example(202, EXAMPLE_MODEL),
+    responses={
+        **_example(202, EXAMPLE_MODEL),
+        **error_responses(400, 401, 404, 409, 413, 415, 422),
+    },
 )
-async def patch_model(model_key: str, request: Request, ctx: Ctx, caller: Caller) -> JSONResponse:
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media != "application/json":
-        raise UnsupportedMediaType("send JSON with 'Content-Type: application/json'")
-    try:
-        body = await request.json()
-    except ValueError:
-        raise BadRequest('the body is not valid JSON; send {"num_replicas": N}') from None
-    if not isinstance(body, dict) or set(body) != {"num_replicas"}:
+async def patch_model(
+    request: Request, ctx: Ctx, caller: Caller, model_key: str = KEY_PATH
+) -> JSONResponse:
+    body = await read_json_object(request, '{"num_replicas": N}')
+    if set(body) != {"num_replicas"}:
         raise BadRequest('send exactly {"num_replicas": N}; only the replica count can be patched')
     model = await in_thread(
         control.scale, ctx.serving, caller, model_key, body["num_replicas"], ctx.clock()
     )
-    return JSONResponse(model_view(model), status_code=202)
+    return JSONResponse(_view(ctx, model), status_code=202)
 
 
 @router.delete(
     "/models/{model_key}",
     status_code=202,
     summary="Delete a model (state DELETING)",
-    responses=_example(202, {**EXAMPLE_MODEL, "state": "DELETING"}),
+    responses={
+        **_example(202, {**EXAMPLE_MODEL, "state": "DELETING"}),
+        **error_responses(400, 401, 404, 409, 413, 422),
+    },
 )
-def delete_model(model_key: str, ctx: Ctx, caller: Caller) -> JSONResponse:
+def delete_model(ctx: Ctx, caller: Caller, model_key: str = KEY_PATH) -> JSONResponse:
     model = control.delete(ctx.serving, caller, model_key, ctx.clock())
-    return JSONResponse(model_view(model), status_code=202)
+    return JSONResponse(_view(ctx, model), status_code=202)
 
 
 @router.get(
     "/status",
     summary="Serve's application and deployments, proxies, per-node resources (admin)",
+    responses=error_responses(400, 401, 403, 413),
 )
 def serve_status(ctx: Ctx, _: Admin) -> dict[str, Any]:
     status = ctx.status.cluster_status()

@@ -33,6 +33,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.drop_index("ix_tokens_user_id", "tokens")
-    op.drop_table("tokens")
-    op.drop_table("users")
+    raise NotImplementedError("argus migrates forward only; restore a backup to go back")

@@ -76,12 +76,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    dialect = op.get_bind().dialect.name
-    if dialect == "sqlite":
-        op.execute("DROP TRIGGER IF EXISTS serve_events_no_update")
-        op.execute("DROP TRIGGER IF EXISTS serve_events_no_delete")
-    elif dialect == "postgresql":
-        op.execute("DROP TRIGGER IF EXISTS serve_events_append_only ON serve_events")
-        op.execute("DROP FUNCTION IF EXISTS argus_refuse_event_change()")
-    op.drop_table("serve_events")
-    op.drop_table("serve_models")
+    raise NotImplementedError("argus migrates forward only; restore a backup to go back")

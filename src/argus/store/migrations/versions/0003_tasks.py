@@ -60,11 +60,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    dialect = op.get_bind().dialect.name
-    if dialect == "sqlite":
-        op.execute("DROP TRIGGER IF EXISTS task_events_no_update")
-        op.execute("DROP TRIGGER IF EXISTS task_events_no_delete")
-    elif dialect == "postgresql":
-        op.execute("DROP TRIGGER IF EXISTS task_events_append_only ON task_events")
-    op.drop_table("task_events")
-    op.drop_table("tasks")
+    raise NotImplementedError("argus migrates forward only; restore a backup to go back")

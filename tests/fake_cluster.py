@@ -13,13 +13,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from argus.cluster.job_client import JobInfo, JobStatus, JobSubmission
+from argus.cluster.placement import node_fits, take
+from argus.cluster.serve_app import INGRESS_DEPLOYMENT, deployment_name
 from argus.cluster.serve_client import (
     DeploymentStatus,
     ModelDeployment,
     NodeResources,
     ServeObservation,
 )
-from argus.serving.llm_config import INGRESS_DEPLOYMENT, deployment_name
 
 
 @dataclass
@@ -99,9 +100,8 @@ class FakeServeClient:
             demand = _replica_demand(d.config)
             for _ in range(d.running):
                 for node in avail.values():
-                    if all(node.get(k, 0.0) + 1e-9 >= v for k, v in demand.items()):
-                        for k, v in demand.items():
-                            node[k] = node.get(k, 0.0) - v
+                    if node_fits(demand, node):
+                        take(demand, node)
                         break
         return tuple(
             NodeResources(n.node_id, n.total, avail[n.node_id], n.alive) for n in self.nodes
@@ -110,7 +110,7 @@ class FakeServeClient:
     def hold(self, demand: dict[str, float]) -> str | None:
         """Take `demand` on the first node with room; the node id, or None."""
         for n in self._nodes():
-            if n.alive and all(n.available.get(k, 0.0) + 1e-9 >= v for k, v in demand.items()):
+            if n.alive and node_fits(demand, n.available):
                 held = self.held.setdefault(n.node_id, {})
                 for k, v in demand.items():
                     held[k] = held.get(k, 0.0) + v

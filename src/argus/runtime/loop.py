@@ -1,0 +1,99 @@
+"""The control loop: one tick every interval makes the cluster match what users asked for.
+
+Each tick observes the cluster once (Serve's app and deployments, each node's resources,
+the task jobs), then runs the serving controller (models -> one Serve app) and the task
+scheduler (tasks -> Ray jobs) on that one view, so serving and training draw on one
+count. What it saw goes to the status view (`runtime.status`), which the API reads.
+
+When the cluster cannot be reached the tick stops after the observation: no state is
+changed on a guess. Each live model gets one CLUSTER_LOST event when that starts and one
+CLUSTER_BACK when it ends, not one per tick.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from argus.cluster.serve_client import ServeClient
+from argus.runtime.status import ClusterStatus, TickReport
+from argus.serving.controller import ServingController
+from argus.serving.plan import Plan
+from argus.training.scheduler import TaskScheduler
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ControlLoop:
+    client: ServeClient
+    serving: ServingController
+    status: ClusterStatus
+    interval_s: float
+    clock: Callable[[], datetime]
+    tasks: TaskScheduler | None = None
+    monotonic: Callable[[], float] = time.monotonic
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    _serve_ready: bool = False
+
+    # -- one tick -----------------------------------------------------------------
+    def tick(self) -> TickReport:
+        started = self.monotonic()
+        report = TickReport(at=self.clock(), seconds=0.0)
+        try:
+            report.plan = self._tick(report)
+        except Exception as e:  # the loop must survive anything one tick meets
+            report.error = f"{type(e).__name__}: {e}"
+            log.warning("control tick failed: %s", report.error)
+        report.seconds = self.monotonic() - started
+        self.status.record_tick(report)
+        return report
+
+    def _tick(self, report: TickReport) -> Plan | None:
+        try:
+            if not self._serve_ready:
+                self.client.ensure_serve()
+                self._serve_ready = True
+            observed = self.client.observe(self.serving.app_name)
+        except Exception as e:
+            self._serve_ready = False
+            report.error = f"the Ray cluster did not answer: {type(e).__name__}: {e}"
+            if self.status.lost(report.at, report.error):
+                self._mark(lost=True)
+            return None
+        if self.status.back(observed):
+            self._mark(lost=False)
+        task_view = self.tasks.observe() if self.tasks is not None else None
+        claims = task_view.claims() if task_view is not None else ()
+        decided = self.serving.step(observed, self.monotonic(), claims)
+        self.status.record_apply(self.serving.last_apply)
+        if self.tasks is not None and task_view is not None:
+            self.tasks.step(task_view, decided.free)
+        return decided
+
+    def _mark(self, lost: bool) -> None:
+        try:
+            self.serving.mark_cluster(lost, self.clock(), self.status.unreachable_reason)
+        except Exception:  # the database may be the thing that failed; the status says it
+            log.exception("could not record that the cluster is %s", "lost" if lost else "back")
+
+    # -- the thread ---------------------------------------------------------------
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="argus-control-loop", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.tick()
+            self._stop.wait(self.interval_s)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
