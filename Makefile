@@ -19,7 +19,7 @@ test: setup browser lint types
 
 ## make check: the fast loop: lint, types, unit and integration tests (no browser, no Ray)
 check: setup lint types
-	@$(BIN)/pytest -m "not e2e and not browser" -q -p no:cacheprovider
+	@$(BIN)/pytest -m "not e2e and not browser and not fuzz" --ignore=tests/fuzz -q -p no:cacheprovider
 
 lint:
 	@$(BIN)/ruff check src tests

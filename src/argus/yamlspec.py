@@ -25,7 +25,7 @@ from argus.text import has_lone_surrogate, printable, shown
 
 MAX_DEPTH = 32
 MAX_NUMBER_CHARS = 40
-MAX_ERRORS = 20
+MAX_ERRORS = 10
 MAX_FIELD_CHARS = 64
 _MESSAGE_LIMIT = 400
 

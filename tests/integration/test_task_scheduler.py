@@ -319,3 +319,38 @@ def test_a_submission_ray_keeps_refusing_fails_the_task(
         rec.tick()
     got = task(gpu_api, t)["task"]
     assert got["state"] == "FAILED" and "runtime_env is invalid" in got["error_summary"]
+
+
+def test_a_task_beyond_its_owners_gpu_quota_waits_with_the_reason(
+    gpu_api: Api, rec: ControlLoop, jobs: FakeJobClient, serve: FakeServeClient
+) -> None:
+    """The cluster has room (2 GPUs free); alice's quota of 2 is what holds the task back."""
+    alice = gpu_api.new_user("alice", commands=True)
+    r = gpu_api.client.patch("/api/v2/users/alice", json={"max_gpus": 2}, headers=gpu_api.headers())
+    assert r.status_code == 200
+    first = submit(gpu_api, alice, name="a", gpus_per_node=1)
+    gpu_api.clock.advance(seconds=1)  # first in, first out: the order is the creation time
+    second = submit(gpu_api, alice, name="b", gpus_per_node=2)
+    rec.tick()
+    assert state(gpu_api, first) == "SUBMITTED"
+    assert state(gpu_api, second) == "QUEUED"
+    waiting = task(gpu_api, second)["events"][0]
+    assert waiting["event_type"] == "PENDING_QUOTA"
+    assert waiting["payload"]["reason"] == (
+        "alice holds 1 of 2 GPUs; this task asks 2 (models 0, tasks 1); "
+        "it starts when enough are free"
+    )
+    rec.tick()
+    assert events(gpu_api, second) == ["CREATED", "PENDING_QUOTA"]  # said once
+    jobs.start(job_of(first))
+    jobs.finish(job_of(first))
+    rec.tick()
+    rec.tick()
+    assert state(gpu_api, second) == "SUBMITTED"
+    # a task that asks more than the quota could ever give is refused at once
+    r = gpu_api.client.post(
+        "/api/v2/tasks",
+        content=b"name: big\nworkload: command\nentrypoint: x\ngpus_per_node: 3\n",
+        headers={**gpu_api.headers(alice), "Content-Type": "application/yaml"},
+    )
+    assert r.status_code == 409 and "could never start" in r.text

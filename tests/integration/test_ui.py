@@ -465,7 +465,7 @@ def test_a_spec_error_without_a_line_and_a_forbidden_source_are_shown_too(
     r = post(api, "/ui/serving/new", {"csrf": page_csrf(api), "spec": "model_id: [smol\n"})
     assert r.status_code == 400
     assert "not valid YAML" in r.text
-    r = post(api, "/ui/serving/new", {"csrf": page_csrf(api), "spec": "x" * (64 * 1024 + 1)})
+    r = post(api, "/ui/serving/new", {"csrf": page_csrf(api), "spec": "x" * (32 * 1024 + 1)})
     assert r.status_code == 413
 
 

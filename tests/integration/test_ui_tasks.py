@@ -264,7 +264,7 @@ def test_a_bad_spec_is_shown_again_with_each_error_under_its_line(api: Api, alic
     r = post(api, "/ui/tasks/new", {"csrf": csrf, "spec": "name: [x\n"})
     assert r.status_code == 400
     assert "not valid YAML" in r.text
-    r = post(api, "/ui/tasks/new", {"csrf": csrf, "spec": "x" * (64 * 1024 + 1)})
+    r = post(api, "/ui/tasks/new", {"csrf": csrf, "spec": "x" * (32 * 1024 + 1)})
     assert r.status_code == 413
     assert api.client.get("/api/v2/tasks", headers=api.headers()).json()["total"] == 0
 

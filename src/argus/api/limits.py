@@ -14,7 +14,7 @@ import re
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-MAX_BODY_BYTES = 256 * 1024  # a 64 KiB spec posted from the UI's form, percent-encoded
+MAX_BODY_BYTES = 256 * 1024  # a 32 KiB spec posted from the UI's form, percent-encoded
 _DIGITS = re.compile(r"[0-9]{1,19}")
 
 

@@ -41,6 +41,7 @@ def ensure_admin_token(settings: Settings) -> AdminToken:
         return AdminToken(settings.admin_token, "ARGUS_ADMIN_TOKEN")
     path = settings.admin_token_file
     if path.is_file():
+        os.chmod(path, 0o600)  # also when an earlier hand left it readable
         token = path.read_text(encoding="utf-8").strip()
         if token:
             return AdminToken(token, str(path))

@@ -40,7 +40,7 @@ from argus.store.users import get_user, quota_of, usage_of
 from argus.text import shown
 from argus.yamlspec import FieldError, SpecInvalid, SpecSyntaxError, load_yaml_mapping
 
-MAX_SPEC_BYTES = 64 * 1024
+MAX_SPEC_BYTES = 32 * 1024  # a spec is a few hundred bytes; an echo of it stays small
 EVENTS_PAGE = 50
 TRY_MAX_CHARS = 4000
 

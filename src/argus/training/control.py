@@ -47,7 +47,7 @@ from argus.training.spec import (
 from argus.training.states import TaskTrigger, next_task_state, task_transition
 from argus.yamlspec import SpecInvalid, SpecSyntaxError, load_yaml_mapping
 
-MAX_SPEC_BYTES = 64 * 1024
+MAX_SPEC_BYTES = 32 * 1024  # a spec is a few hundred bytes; an echo of it stays small
 MAX_TRAIN_FILE_BYTES = 1024**3
 DEFAULT_TAIL_LINES = 200
 MAX_TAIL_BYTES = 4 * 1024 * 1024

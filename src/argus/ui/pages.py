@@ -27,7 +27,8 @@ from argus.ui.session import UiSession, clear_flash, read_flash
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 STATIC_DIR = Path(__file__).parent / "static"
 REFRESH_MS = 2000
-MAX_SHOWN_ERRORS = 25  # the API reports at most 20 field errors and a count of the rest
+MAX_SHOWN_ERRORS = 25  # the API reports at most 10 field errors and a count of the rest
+MAX_ANNOTATED_LINES = 80  # a longer spec shows only the lines around its errors
 
 # Everything the pages need is served from /ui/static: no inline script, no CDN.
 SECURITY_HEADERS = {
@@ -124,11 +125,17 @@ def error_page(request: Request, exc: PageError) -> HTMLResponse:
 
 # -- the spec editor -------------------------------------------------------------
 def posted_spec(form: Mapping[str, str], max_bytes: int) -> tuple[str, ArgusError | None]:
-    """The spec text of an editor's form, and the error to show if it is too large."""
+    """The spec text of an editor's form, and the error to show if it is too large.
+
+    A spec over the limit is not echoed back (the page would be as large as it); the
+    browser's Back button still has the text.
+    """
     # Browsers send a textarea with CRLF line ends; store what the user saw.
     text = form.get("spec", "").replace("\r\n", "\n")
-    if len(text.encode("utf-8")) > max_bytes:
-        return text, PayloadTooLarge(f"the spec is larger than {max_bytes // 1024} KiB")
+    if len(text.encode("utf-8", "surrogatepass")) > max_bytes:
+        return "", PayloadTooLarge(
+            f"the spec is larger than {max_bytes // 1024} KiB; it was not kept here"
+        )
     return text, None
 
 
@@ -235,7 +242,25 @@ def annotate_spec(
             unplaced.append(err)
         else:
             lines[where]["errors"].append(err)
+    if len(lines) > MAX_ANNOTATED_LINES:
+        lines = _around_errors(lines)
     return lines, unplaced
+
+
+def _around_errors(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The lines with errors and one on each side; a gap marker for what is left out."""
+    keep = sorted(
+        {j for i, line in enumerate(lines) if line["errors"] for j in (i - 1, i, i + 1)}
+        & set(range(len(lines)))
+    )
+    out: list[dict[str, Any]] = []
+    previous = -1
+    for i in keep:
+        if i != previous + 1:
+            out.append({"number": None, "text": "…", "errors": []})
+        out.append(lines[i])
+        previous = i
+    return out
 
 
 def client_examples(base_url: str, model_id: str) -> dict[str, str]:
