@@ -1,17 +1,27 @@
 """End-to-end helpers: free ports, the real `argus` command, and the shared stack.
 
-`stack` is one Ray head, one argus (`argus up` for real) and the demo model, shared by
-every end-to-end test that asks for it; it is started the first time one does.
+`stack` is one argus (`argus up` for real) with its own Ray head, shared by every
+end-to-end module that asks for it and started the first time one does. It keeps to its
+own ports (a block of `ray.port_base`), its own Ray temp dir and its own data dir, and
+stops only what it started (`argus down` ends its head's process tree): a user's
+`make run` on the same machine is never touched. Ray's token auth is on for the whole
+session; this process (which asks Ray's state API for replica pids) holds the token too.
+
+`smol` is the demo model deployed once for the session as alice's; modules that need a
+RUNNING model share it and leave it RUNNING. The demo model is converted once per session
+(`demo_storage`), and that storage root is the stack's.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,10 +33,13 @@ import pytest
 from openai import OpenAI
 
 from argus.cluster.serve_app import deployment_name
+from argus.config import HEAD_PORT_SPAN
 from argus.demo import DEMO_MODEL_DIRNAME, prepare_demo_model
-from argus.runtime.head import find_local_head, start_local_head, stop_local_head
+from tests.e2e.multinode import make_tiny_model, port_blocks
 
 ARGUS = str(Path(sys.executable).with_name("argus"))
+DEMO = f"$HOME/common/hf/{DEMO_MODEL_DIRNAME}"
+TINY = "$HOME/common/hf/tiny-llama"
 
 
 def free_port() -> int:
@@ -41,6 +54,23 @@ def argus_env(data_dir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def isolated_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    """An argus of its own: its ports, Ray ports and Ray temp dir apart from anything else."""
+    (base,) = port_blocks(1, HEAD_PORT_SPAN)
+    # Ray's unix sockets live under the temp dir (108 bytes at most): keep it short.
+    ray_tmp = tempfile.mkdtemp(prefix="argus-t-", dir="/tmp")
+    return argus_env(
+        data_dir,
+        ARGUS_PORT=str(free_port()),
+        ARGUS_SERVE_PORT=str(free_port()),
+        ARGUS_RAY_PORT_BASE=str(base),
+        ARGUS_RAY_TEMP_DIR=ray_tmp,
+        ARGUS_RAY_NUM_CPUS="16",
+        ARGUS_RECONCILE_INTERVAL_S="1",
+        **extra,
+    )
+
+
 def argus(
     env: dict[str, str], *args: str, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
@@ -49,33 +79,63 @@ def argus(
     )
 
 
-DEMO = f"$HOME/common/hf/{DEMO_MODEL_DIRNAME}"
+@pytest.fixture(scope="session", autouse=True)
+def ray_token(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One Ray token for the session's clusters, in this process's environment too."""
+    path = tmp_path_factory.mktemp("ray-auth") / "token"
+    path.write_text(secrets.token_hex(32))
+    os.chmod(path, 0o600)
+    saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")}
+    os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(path)})
+    yield path
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 @dataclass
 class Stack:
     data: Path
     env: dict[str, str]
-    api_url: str
-    openai_url: str
     admin: str = ""
-    token: str = ""
+    token: str = ""  # alice's
     proc: subprocess.Popen[str] | None = None
     keys: dict[str, str] = field(default_factory=dict)  # suffix -> model_key
     ids: dict[str, str] = field(default_factory=dict)  # suffix -> public model id
 
     @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.env['ARGUS_PORT']}"
+
+    @property
+    def openai_url(self) -> str:
+        return f"http://127.0.0.1:{self.env['ARGUS_SERVE_PORT']}/v1"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://127.0.0.1:{int(self.env['ARGUS_RAY_PORT_BASE']) + 1}"
+
+    @property
     def storage(self) -> Path:
         return Path(self.env["ARGUS_STORAGE_ROOT"])
+
+    def head_pid(self) -> int:
+        return int(json.loads((self.data / "ray-head.json").read_text())["pid"])
+
+    def argus_pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
 
     def start_argus(self) -> None:
         log = (self.data / "argus.log").open("a")
         self.proc = subprocess.Popen(
             [ARGUS, "up"], env=self.env, stdout=log, stderr=subprocess.STDOUT, text=True
         )
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
-            assert self.proc.poll() is None, (self.data / "argus.log").read_text()
+            assert self.proc.poll() is None, (self.data / "argus.log").read_text()[-3000:]
             try:
                 if httpx.get(f"{self.api_url}/readyz", timeout=5).status_code == 200:
                     return
@@ -102,10 +162,22 @@ class Stack:
         headers = {"Authorization": f"Bearer {token or self.token}", **kw.pop("headers", {})}
         return httpx.request(method, f"{self.api_url}{path}", headers=headers, timeout=30, **kw)
 
-    def post_spec(self, text: str) -> dict[str, Any]:
+    def new_user(self, user_id: str, **patch: object) -> str:
+        r = self.call("POST", "/api/v2/users", self.admin, json={"user_id": user_id})
+        assert r.status_code == 201, r.text
+        if patch:
+            r = self.call("PATCH", f"/api/v2/users/{user_id}", self.admin, json=patch)
+            assert r.status_code == 200, r.text
+        token: str = self.call("POST", f"/api/v2/users/{user_id}/tokens", self.admin).json()[
+            "token"
+        ]
+        return token
+
+    def post_spec(self, text: str, token: str | None = None) -> dict[str, Any]:
         r = self.call(
             "POST",
             "/api/v2/serve/models",
+            token,
             content=text.encode(),
             headers={"Content-Type": "application/yaml"},
         )
@@ -114,7 +186,7 @@ class Stack:
         return body
 
     def model(self, key: str) -> dict[str, Any]:
-        body: dict[str, Any] = self.call("GET", f"/api/v2/serve/models/{key}").json()
+        body: dict[str, Any] = self.call("GET", f"/api/v2/serve/models/{key}", self.admin).json()
         return body
 
     def wait(
@@ -132,10 +204,16 @@ class Stack:
             time.sleep(1)
         raise AssertionError(f"not {state} in {timeout} s: {json.dumps(got)[:3000]}")
 
-    def post_task(self, text: str) -> dict[str, Any]:
+    def delete(self, key: str) -> None:
+        r = self.call("DELETE", f"/api/v2/serve/models/{key}", self.admin)
+        assert r.status_code in (202, 409), r.text
+        self.wait(key, "DELETED", timeout=300)
+
+    def post_task(self, text: str, token: str | None = None) -> dict[str, Any]:
         r = self.call(
             "POST",
             "/api/v2/tasks",
+            token,
             content=text.encode(),
             headers={"Content-Type": "application/yaml"},
         )
@@ -144,7 +222,7 @@ class Stack:
         return body
 
     def task(self, task_id: str) -> dict[str, Any]:
-        r = self.call("GET", f"/api/v2/tasks/{task_id}")
+        r = self.call("GET", f"/api/v2/tasks/{task_id}", self.admin)
         assert r.status_code == 200, r.text
         body: dict[str, Any] = r.json()
         return body
@@ -166,6 +244,15 @@ class Stack:
     def openai(self) -> OpenAI:
         return OpenAI(base_url=self.openai_url, api_key="unused", max_retries=0, timeout=120)
 
+    def chat(self, model_id: str, question: str = "What is the capital of France?") -> str:
+        reply = self.openai().chat.completions.create(
+            model=model_id,
+            temperature=0,
+            max_tokens=24,
+            messages=[{"role": "user", "content": question}],
+        )
+        return reply.choices[0].message.content or ""
+
     def settled_pids(self, model_id: str, count: int, timeout: float = 120) -> set[int]:
         """The replica pids once exactly `count` replica actors are alive (stopped ones gone)."""
         deadline = time.monotonic() + timeout
@@ -181,38 +268,41 @@ class Stack:
 
         name = f"ServeReplica:argus-llm:{deployment_name(model_id)}"
         actors = list_actors(
-            address="http://127.0.0.1:8265", filters=[("state", "=", "ALIVE")], limit=1000
+            address=self.dashboard_url, filters=[("state", "=", "ALIVE")], limit=1000
         )
         return {int(a.pid) for a in actors if a.class_name == name}
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def demo_storage(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A storage root with the demo model converted (once a session) and the tiny model."""
+    root = tmp_path_factory.mktemp("storage")
+    result = prepare_demo_model(root)
+    print(f"demo conversion took {result.seconds:.1f} s")
+    make_tiny_model(root / "hf" / "tiny-llama")
+    return root
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, demo_storage: Path) -> Iterator[Stack]:
     data = tmp_path_factory.mktemp("argus-e2e")
-    started_head = find_local_head() is None
-    start_local_head(num_cpus=16, dashboard_host="127.0.0.1")
-    storage = data / "storage"
-    prepare_demo_model(storage)
-    api_port = free_port()
-    env = argus_env(
-        data,
-        ARGUS_PORT=str(api_port),
-        ARGUS_SERVE_PORT=os.environ.get("ARGUS_E2E_SERVE_PORT", str(free_port())),
-        ARGUS_STORAGE_ROOT=str(storage),
-        ARGUS_RECONCILE_INTERVAL_S="1",
-    )
-    s = Stack(
-        data, env, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{env['ARGUS_SERVE_PORT']}/v1"
-    )
+    env = isolated_env(data, ARGUS_STORAGE_ROOT=str(demo_storage))
+    s = Stack(data, env)
     try:
         s.start_argus()
         s.admin = (data / "admin-token").read_text().strip()
-        assert (
-            s.call("POST", "/api/v2/users", s.admin, json={"user_id": "alice"}).status_code == 201
-        )
-        s.token = s.call("POST", "/api/v2/users/alice/tokens", s.admin).json()["token"]
+        s.token = s.new_user("alice", allow_commands=True)
         yield s
     finally:
         s.stop_argus()
-        if started_head:
-            stop_local_head()
+
+
+@pytest.fixture(scope="session")
+def smol(stack: Stack) -> tuple[str, str]:
+    """alice's demo model, RUNNING: (model_key, model_id). Tests leave it RUNNING."""
+    posted = stack.post_spec(
+        f"model_id: smol\nmodel_source: {DEMO}\nengine_kwargs:\n  max_model_len: 1024\n"
+    )
+    stack.keys["smol"], stack.ids["smol"] = posted["model_key"], posted["model_id"]
+    stack.wait(posted["model_key"], "RUNNING", timeout=600)
+    return posted["model_key"], posted["model_id"]

@@ -5,7 +5,7 @@ of its own, so a test can kill one node the way a machine dies (SIGKILL to every
 runs, vLLM engines included) and start it again with the same command. The cluster keeps
 to its own temp dir and its own ports, so it runs beside the shared stack's head (which
 uses /tmp/ray and Ray's default ports). What it stops is a descendant of a `ray start` it
-launched, plus `VLLM::` engines already orphaned to init (argus's `reap_orphan_engines`);
+launched, plus `VLLM::` engines of its own that were already orphaned to init;
 it never runs `ray stop`, which would end every Ray cluster of this user on the machine.
 """
 
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from argus.runtime.head import reap_orphan_engines
+from argus.runtime.head import descendants, orphan_engines
 
 RAY = str(Path(sys.executable).with_name("ray"))
 T = TypeVar("T")
@@ -81,34 +81,14 @@ def _free(port: int) -> bool:
     return True
 
 
-def _port_blocks(count: int, size: int) -> list[int]:
+def port_blocks(count: int, size: int) -> list[int]:
     """Bases of `count` free port ranges of `size`, below the kernel's ephemeral range
-    (32768+) and above Ray's default worker ports (10002-19999) that the shared head uses."""
+    (32768+) and above Ray's default worker ports (10002-19999) of a head on default ports."""
     blocks = list(range(20000, 32768 - size, size))
     random.shuffle(blocks)
     found = [b for b in blocks if all(_free(p) for p in range(b, b + size))]
     assert len(found) >= count, "no free port ranges for the test cluster"
     return found[:count]
-
-
-def _descendants(root: int) -> list[int]:
-    """`root` and every process below it, from /proc (parents before children)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo.extend(children.get(pid, []))
-    return found
 
 
 class Cluster:
@@ -118,8 +98,9 @@ class Cluster:
     def __init__(self, head: NodeSpec, workers: list[NodeSpec], log_dir: Path) -> None:
         # A short temp dir: Ray's unix sockets live under it (108 bytes at most).
         self.temp_dir = Path(tempfile.mkdtemp(prefix="argus-mn-", dir="/tmp"))
+        self._pids: set[int] = set()  # every process of the cluster's that a kill has seen
         self.log_dir = log_dir
-        blocks = iter(_port_blocks(1 + len(workers), 2 * WORKER_PORTS))
+        blocks = iter(port_blocks(1 + len(workers), 2 * WORKER_PORTS))
         base = next(blocks)
         self.gcs_port, self.dashboard_port = base + WORKER_PORTS, base + WORKER_PORTS + 1
         self.address = f"127.0.0.1:{self.gcs_port}"
@@ -228,7 +209,7 @@ class Cluster:
         """Kill a worker node and all it runs at once (as a machine that dies); its old id."""
         node = self.workers[name]
         assert node.proc is not None and node.node_id is not None
-        _kill_tree(node.proc)
+        _kill_tree(node.proc, self._pids)
         node.proc, old = None, node.node_id
         node.node_id = None
         return old
@@ -244,19 +225,22 @@ class Cluster:
     def stop(self) -> None:
         for node in [*self.workers.values(), self.head]:
             if node.proc is not None:
-                _kill_tree(node.proc)
+                _kill_tree(node.proc, self._pids)
                 node.proc = None
         # Engines whose replica died before its node was killed were re-parented to init.
-        reap_orphan_engines()
+        for pid in orphan_engines(self._pids):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         # Ray's own logs, kept beside the test's for a post-mortem; the temp dir must go.
         with contextlib.suppress(OSError):
             shutil.copytree(self.temp_dir / "session_latest" / "logs", self.log_dir / "ray-logs")
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
-def _kill_tree(proc: subprocess.Popen[bytes]) -> None:
+def _kill_tree(proc: subprocess.Popen[bytes], seen: set[int]) -> None:
     """SIGKILL a node's process group and every process below it, wherever its group."""
-    pids = _descendants(proc.pid)
+    pids = descendants(proc.pid)
+    seen.update(pids)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     for pid in pids:

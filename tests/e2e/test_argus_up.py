@@ -1,7 +1,14 @@
-"""`argus up` for real: a Ray head, Serve's proxy, the API; then `argus down` stops it all."""
+"""`argus up` for real: its own Ray head, the Ray agent, Serve's proxy, the API; then
+`argus down` stops all of it, and only it.
+
+The session's shared stack stands in for a user's `make run` on the same machine: a
+second argus comes and goes beside it, and the first one's head, model and replica are
+untouched.
+"""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -9,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from argus.runtime.head import find_local_head
-from tests.e2e.conftest import ARGUS, argus, argus_env, free_port
+from argus.runtime.head import alive, descendants
+from tests.e2e.conftest import ARGUS, Stack, argus, isolated_env
 
 pytestmark = pytest.mark.e2e
 
@@ -33,32 +40,36 @@ def _wait_ready(url: str, proc: subprocess.Popen[str], timeout: float) -> httpx.
     raise AssertionError(f"{url} not ready in {timeout} s: {last}")
 
 
-def test_up_serves_the_api_and_down_stops_everything(tmp_path: Path) -> None:
-    head_before = find_local_head()
-    api_port, serve_port = free_port(), free_port()
-    env = argus_env(
-        tmp_path / "data",
-        ARGUS_PORT=str(api_port),
-        ARGUS_SERVE_PORT=str(serve_port),
-        ARGUS_RAY_NUM_CPUS="4",
-    )
+def test_up_and_down_touch_only_their_own_head(
+    tmp_path: Path, stack: Stack, smol: tuple[str, str]
+) -> None:
+    bystander_head = stack.head_pid()
+    bystander_tree = set(descendants(bystander_head))
+    bystander_replicas = stack.settled_pids(smol[1], 1)
+    env = isolated_env(tmp_path / "data", ARGUS_RAY_NUM_CPUS="4")
+    api_port, serve_port = env["ARGUS_PORT"], env["ARGUS_SERVE_PORT"]
     proc = subprocess.Popen(
         [ARGUS, "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     try:
         r = _wait_ready(f"http://127.0.0.1:{api_port}/readyz", proc, timeout=240)
         assert r.json()["checks"] == {"database": "ok", "ray": "ok"}
-        token_file = tmp_path / "data" / "admin-token"
+        data = tmp_path / "data"
+        assert data.stat().st_mode & 0o777 == 0o700
+        assert (data / "argus.db").stat().st_mode & 0o777 == 0o600
+        token_file = data / "admin-token"
         assert token_file.stat().st_mode & 0o777 == 0o600
         token = token_file.read_text().strip()
         me = httpx.get(
             f"http://127.0.0.1:{api_port}/api/v2/me", headers={"Authorization": f"Bearer {token}"}
         )
-        assert me.json() == {"user_id": "admin", "is_admin": True}
+        assert (me.json()["user_id"], me.json()["is_admin"]) == ("admin", True)
         # Serve's proxy answers on its port (no app yet, so 404 or 503, not a refused connection)
         proxy = httpx.get(f"http://127.0.0.1:{serve_port}/v1/models", timeout=10)
         assert proxy.status_code in (404, 503)
-        assert find_local_head() is not None
+        head = int(__import__("json").loads((data / "ray-head.json").read_text())["pid"])
+        tree = [p for p in descendants(head) if alive(p)]
+        assert len(tree) > 3 and not set(tree) & bystander_tree
         down = argus(env, "down")
         assert down.returncode == 0 and "stopped" in down.stdout, down.stdout + down.stderr
         out, _ = proc.communicate(timeout=120)
@@ -72,10 +83,13 @@ def test_up_serves_the_api_and_down_stops_everything(tmp_path: Path) -> None:
         f"http://127.0.0.1:{serve_port}/v1",
         str(token_file),
         "curl -H",
+        "stopping the Ray head it runs",
     ):
         assert needle in out, out
-    if head_before is None:
-        assert "stopping the Ray head" in out
-        assert find_local_head() is None
-    else:
-        assert find_local_head() == head_before  # an adopted head is left alone
+    assert not any(alive(p) for p in tree)  # its head's whole tree is gone ...
+    assert not (data / "ray-head.json").exists()
+    # ... and the other argus on this machine did not notice
+    assert alive(bystander_head) and stack.head_pid() == bystander_head
+    assert stack.replica_pids(smol[1]) == bystander_replicas
+    assert "Paris" in stack.chat(smol[1])
+    assert os.path.exists(stack.data / "agent.sock")

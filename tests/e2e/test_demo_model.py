@@ -1,13 +1,14 @@
 """The demo model (design D11): the wheel's Q4_1 GGUF becomes a float32 safetensors folder.
 
-One real conversion per module (about half a minute on two cores) is shared by the tests;
-the redo test converts once more.
+The session's one real conversion (`demo_storage`, about half a minute on two cores) is
+shared with the stack; the redo test converts once more, in a copy of its own.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -25,16 +26,12 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def converted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, demo.DemoResult]:
-    root = tmp_path_factory.mktemp("storage")
-    result = prepare_demo_model(root)
-    print(f"demo conversion took {result.seconds:.1f} s")
-    return root, result
+def converted(demo_storage: Path) -> tuple[Path, demo.DemoResult]:
+    return demo_storage, prepare_demo_model(demo_storage)
 
 
-def test_first_call_creates_the_folder(converted: tuple[Path, demo.DemoResult]) -> None:
+def test_the_session_conversion_made_the_folder(converted: tuple[Path, demo.DemoResult]) -> None:
     root, result = converted
-    assert result.created is True
     assert result.path == root / "hf" / DEMO_MODEL_DIRNAME
     names = {p.name for p in result.path.iterdir()}
     assert "config.json" in names
@@ -113,8 +110,13 @@ def test_second_call_reuses_the_folder(converted: tuple[Path, demo.DemoResult]) 
     assert again.seconds < 1.0
 
 
-def test_folder_without_marker_is_redone(converted: tuple[Path, demo.DemoResult]) -> None:
-    root, result = converted
+def test_folder_without_marker_is_redone(
+    converted: tuple[Path, demo.DemoResult], tmp_path: Path
+) -> None:
+    root = tmp_path / "copy"
+    shutil.copytree(converted[1].path, root / "hf" / DEMO_MODEL_DIRNAME)
+    result = prepare_demo_model(root)
+    assert result.created is False
     (result.path / demo.MARKER_NAME).unlink()
     (result.path / "leftover.txt").write_text("from an interrupted run")
     redone = prepare_demo_model(root)

@@ -114,7 +114,7 @@ def mn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MultiNode]:
         ARGUS_STORAGE_ROOT=str(storage),
         ARGUS_RECONCILE_INTERVAL_S="1",
     )
-    stack = Stack(data, env, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{serve_port}/v1")
+    stack = Stack(data, env)
     try:
         cluster.start_head()
         with ThreadPoolExecutor(1) as pool:
@@ -122,9 +122,7 @@ def mn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MultiNode]:
             cluster.start_workers()
             up.result()
         stack.admin = (data / "admin-token").read_text().strip()
-        r = stack.call("POST", "/api/v2/users", stack.admin, json={"user_id": "alice"})
-        assert r.status_code == 201, r.text
-        stack.token = stack.call("POST", "/api/v2/users/alice/tokens", stack.admin).json()["token"]
+        stack.token = stack.new_user("alice", allow_commands=True)
         yield MultiNode(cluster, stack)
     finally:
         stack.stop_argus()

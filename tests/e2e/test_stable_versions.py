@@ -61,16 +61,14 @@ def test_built_app_keeps_the_pinned_versions(stack: Stack) -> None:
         ray.shutdown()
 
 
-def test_ray_serve_client_reports_the_live_app(stack: Stack) -> None:
+def test_ray_serve_client_reports_the_live_app(stack: Stack, smol: tuple[str, str]) -> None:
     import ray
 
     from argus.cluster.ray_client import RayServeClient
     from argus.cluster.serve_client import ApplyError, ModelDeployment
-    from argus.runtime.head import find_local_head
 
-    address = find_local_head()
-    assert address is not None
-    port = int(stack.openai_url.split(":")[2].split("/")[0])
+    address = f"127.0.0.1:{stack.env['ARGUS_RAY_PORT_BASE']}"
+    port = int(stack.env["ARGUS_SERVE_PORT"])
     client = RayServeClient(address, "127.0.0.1", port, "HeadOnly")
     try:
         with pytest.raises(RuntimeError, match="not connected"):

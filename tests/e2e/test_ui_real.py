@@ -11,10 +11,9 @@ from tests.e2e.conftest import Stack
 pytestmark = pytest.mark.e2e
 
 
-def test_a_running_model_answers_from_its_page(stack: Stack) -> None:
+def test_a_running_model_answers_from_its_page(stack: Stack, smol: tuple[str, str]) -> None:
     assert CHROMIUM.exists(), "Chromium is missing: run scripts/setup-browser.sh"
-    key, model_id = stack.keys["smol"], stack.ids["smol"]
-    stack.wait(key, "RUNNING", timeout=600)
+    key, model_id = smol
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:

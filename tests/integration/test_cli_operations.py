@@ -97,7 +97,7 @@ def test_restore_refuses_a_file_that_is_not_argus(env: dict[str, str], tmp_path:
 
 
 def test_doctor_on_a_healthy_machine(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(doctor, "default_probes", lambda: probes(find_head=lambda: "h:6379"))
+    monkeypatch.setattr(doctor, "default_probes", lambda: probes(find_head=lambda s: "h:6379"))
     settings = make_settings(Path(env["ARGUS_DATA_DIR"]))
     for sub in ("hf", "users"):
         (settings.storage_root / sub).mkdir(parents=True)

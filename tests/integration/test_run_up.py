@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from argus.cluster.serve_client import ServeClient
 from argus.config import Settings
 from argus.runtime.head import LocalHead
 from argus.runtime.server import RayHooks, RunState, run_down, run_up
@@ -27,11 +28,40 @@ class PretendHead:
     def __init__(self, started: bool) -> None:
         self.started, self.stopped = started, False
 
-    def start(self, num_cpus: int, dashboard_host: str) -> LocalHead:
-        return LocalHead("127.0.0.1:6379", started_by_us=self.started)
+    def start(self, settings: Settings) -> LocalHead:
+        return LocalHead("127.0.0.1:6379", owned=self.started, fresh=self.started)
+
+    def stop(self, head: LocalHead) -> None:
+        self.stopped = True
+
+
+class FakeLink:
+    """What `argus up` keeps its Ray link with, without an agent process."""
+
+    def __init__(self, client: FakeServeClient) -> None:
+        self.fake = client
+        self.started = self.stopped = False
+
+    @property
+    def client(self) -> ServeClient:
+        return self.fake
+
+    def start(self) -> None:
+        self.started = True
+
+    def wait_ready(self, timeout: float) -> bool:
+        return True
 
     def stop(self) -> None:
         self.stopped = True
+
+    def describe(self) -> dict[str, object]:
+        return {"agent": {"running": self.started and not self.stopped}}
+
+
+def hooks_for(head: PretendHead, fake: FakeServeClient) -> tuple[RayHooks, FakeLink]:
+    link = FakeLink(fake)
+    return RayHooks(link=lambda s, h, say: link, start_head=head.start, stop_head=head.stop), link
 
 
 @pytest.fixture
@@ -79,7 +109,7 @@ def test_up_serves_until_sigterm_then_cleans_up(tmp_path: Path, keep_ray: bool) 
         tmp_path / "data", ARGUS_PORT=str(free_port()), ARGUS_RECONCILE_INTERVAL_S="0.05"
     )
     head, fake = PretendHead(started=True), FakeServeClient()
-    hooks = RayHooks(client=lambda address, s: fake, start_head=head.start, stop_head=head.stop)
+    hooks, link = hooks_for(head, fake)
     code, lines, seen = _up_until_ready_then_sigterm(settings, hooks, keep_ray)
     assert code == 0
     assert '"ray":"ok"' in seen["readyz"]
@@ -89,7 +119,8 @@ def test_up_serves_until_sigterm_then_cleans_up(tmp_path: Path, keep_ray: bool) 
     assert "Ray head started at 127.0.0.1:6379" in out
     assert f"UI:              http://127.0.0.1:{settings.server.port}/ui" in out
     assert "OpenAI base URL: http://127.0.0.1:8000/v1" in out
-    assert fake.serve_started is False  # disconnected on the way out
+    assert '"ray_link"' in seen["status"]
+    assert link.started and link.stopped  # the agent is ended on the way out
     assert head.stopped is (not keep_ray)
     assert not RunState.path(settings).exists()
 
@@ -98,9 +129,7 @@ def test_up_serves_until_sigterm_then_cleans_up(tmp_path: Path, keep_ray: bool) 
 def test_up_leaves_a_head_it_found(tmp_path: Path) -> None:
     settings = make_settings(tmp_path / "data", ARGUS_PORT=str(free_port()))
     head = PretendHead(started=False)
-    hooks = RayHooks(
-        client=lambda a, s: FakeServeClient(), start_head=head.start, stop_head=head.stop
-    )
+    hooks, _ = hooks_for(head, FakeServeClient())
     code, lines, _ = _up_until_ready_then_sigterm(settings, hooks)
     assert code == 0 and not head.stopped
     assert any("Ray head found" in line for line in lines)
@@ -118,7 +147,7 @@ def test_up_with_a_busy_port_says_so(tmp_path: Path) -> None:
             tmp_path / "data", ARGUS_PORT=str(port), ARGUS_RAY_ADDRESS="127.0.0.1:6379"
         )
         lines: list[str] = []
-        hooks = RayHooks(client=lambda a, s: FakeServeClient())
+        hooks, _ = hooks_for(PretendHead(started=False), FakeServeClient())
         assert run_up(settings, say=lines.append, ray=hooks) == 1
     assert any("could not start" in line for line in lines)
     assert any("connecting to the Ray cluster at 127.0.0.1:6379" in line for line in lines)

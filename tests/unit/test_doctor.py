@@ -65,7 +65,7 @@ def probes(
     base = Probes(
         ray=ray or FakeRay(),
         reachable=lambda host, port: True,
-        find_head=lambda: None,
+        find_head=lambda s: None,
         installed=packages.get,
         import_error=lambda module: None,
         cuda_devices=lambda: 0,
@@ -143,7 +143,7 @@ def test_no_local_head_is_a_warning_and_no_driver_starts(tmp_path: Path) -> None
 
 def test_a_local_head_is_found_and_connected(tmp_path: Path) -> None:
     ray = FakeRay(RayFacts("2.60.0", {"CPU": 16.0}))
-    check, facts = check_ray(settings(tmp_path), probes(ray, find_head=lambda: "127.0.0.1:6379"))
+    check, facts = check_ray(settings(tmp_path), probes(ray, find_head=lambda s: "127.0.0.1:6379"))
     assert check.status is OK, check
     assert check.detail == "127.0.0.1:6379 reachable, Ray 2.60.0 (pinned 2.60.0)"
     assert ray.connected == ["127.0.0.1:6379"] and facts == ray.facts
@@ -355,7 +355,7 @@ def test_a_healthy_machine(tmp_path: Path) -> None:
     s = settings(tmp_path)
     for sub in ("hf", "users"):
         (s.storage_root / sub).mkdir(parents=True)
-    checks = list(run_checks(lambda: s, probes(find_head=lambda: "127.0.0.1:6379"), environ={}))
+    checks = list(run_checks(lambda: s, probes(find_head=lambda s: "127.0.0.1:6379"), environ={}))
     assert [c.name for c in checks] == [
         "config",
         "ray",

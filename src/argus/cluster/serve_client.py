@@ -78,3 +78,46 @@ class ServeClient(Protocol):
 
     def observe(self, app_name: str) -> ServeObservation:
         """The app's and each deployment's status, and the cluster's resources per node."""
+
+
+def observation_to_json(observed: ServeObservation) -> dict[str, Any]:
+    """A ServeObservation as plain JSON (what the Ray agent answers)."""
+    return {
+        "app_status": observed.app_status,
+        "app_message": observed.app_message,
+        "deployments": {
+            name: {"status": d.status, "message": d.message, "replica_states": d.replica_states}
+            for name, d in observed.deployments.items()
+        },
+        "nodes": [
+            {"node_id": n.node_id, "total": n.total, "available": n.available, "alive": n.alive}
+            for n in observed.nodes
+        ],
+        "proxies": observed.proxies,
+    }
+
+
+def observation_from_json(data: dict[str, Any]) -> ServeObservation:
+    """The other way; plain values only (JSON, never pickle, crosses the process boundary)."""
+    return ServeObservation(
+        app_status=data["app_status"],
+        app_message=str(data.get("app_message", "")),
+        deployments={
+            str(name): DeploymentStatus(
+                status=str(d["status"]),
+                message=str(d.get("message", "")),
+                replica_states={str(k): int(v) for k, v in d.get("replica_states", {}).items()},
+            )
+            for name, d in data.get("deployments", {}).items()
+        },
+        nodes=tuple(
+            NodeResources(
+                node_id=str(n["node_id"]),
+                total={str(k): float(v) for k, v in n["total"].items()},
+                available={str(k): float(v) for k, v in n["available"].items()},
+                alive=bool(n.get("alive", True)),
+            )
+            for n in data.get("nodes", [])
+        ),
+        proxies={str(k): str(v) for k, v in data.get("proxies", {}).items()},
+    )

@@ -191,7 +191,9 @@ class Probes:
 
     ray: RayProbe = field(default_factory=RealRayProbe)
     reachable: Callable[[str, int], bool] = tcp_reachable
-    find_head: Callable[[], str | None] = find_local_head
+    find_head: Callable[[Settings], str | None] = lambda s: (
+        head.address if (head := find_local_head(s)) else None
+    )
     installed: Callable[[str], str | None] = installed_version
     import_error: Callable[[str], str | None] = import_error
     cuda_devices: Callable[[], int] = cuda_devices
@@ -255,7 +257,7 @@ def check_ray(settings: Settings, probes: Probes) -> tuple[Check, RayFacts | Non
             "that version's Serve internals); reinstall from the lock",
         ), None
     configured = settings.ray.address
-    address = configured if configured not in (None, "", "auto") else probes.find_head()
+    address = configured if configured not in (None, "", "auto") else probes.find_head(settings)
     if address is None:
         if configured is None:
             return warn(

@@ -1,4 +1,9 @@
-"""`argus up`: Ray head (found or started), Serve, then the API and UI until a signal."""
+"""`argus up`: the Ray head (found or started), the supervised Ray agent, the API and UI.
+
+argus's own process keeps no Ray connection (design D14): the Ray agent holds it, and the
+supervisor keeps the agent (and, in the embedded default, the head) alive. When the
+cluster is gone, the API and UI go on answering from the store.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +20,8 @@ from typing import Protocol
 
 import uvicorn
 
+from argus.cluster.agent_client import AgentServeClient
 from argus.cluster.job_client import JobClient
-from argus.cluster.ray_client import RayServeClient
 from argus.cluster.ray_jobs import RayJobClient
 from argus.cluster.serve_client import ServeClient
 from argus.config import Settings
@@ -24,9 +29,11 @@ from argus.runtime.bootstrap import (
     build_context,
     build_loop,
     ensure_admin_token,
+    ensure_data_dir,
     open_database,
 )
-from argus.runtime.head import LocalHead, start_local_head, stop_local_head
+from argus.runtime.head import LocalHead, forget_head, ray_env, start_local_head, stop_head
+from argus.runtime.supervisor import RaySupervisor, agent_socket
 from argus.web import create_app
 
 
@@ -73,26 +80,59 @@ def banner(settings: Settings, admin_source: str) -> str:
     )
 
 
-class UpClient(ServeClient, Protocol):
-    def disconnect(self) -> None: ...
+class RayLink(Protocol):
+    """argus's link to Ray: a ServeClient, and what keeps it connected."""
+
+    @property
+    def client(self) -> ServeClient: ...
+
+    def start(self) -> None: ...
+
+    def wait_ready(self, timeout: float) -> bool: ...
+
+    def stop(self) -> None: ...
+
+    def describe(self) -> dict[str, object]: ...
+
+
+@dataclass
+class AgentLink:
+    """The real link: the supervised Ray agent process, and the client that calls it."""
+
+    supervisor: RaySupervisor
+    client: AgentServeClient
+
+    def start(self) -> None:
+        self.supervisor.start()
+
+    def wait_ready(self, timeout: float) -> bool:
+        return self.supervisor.wait_ready(timeout)
+
+    def stop(self) -> None:
+        self.supervisor.stop()
+        self.client.close()
+
+    def describe(self) -> dict[str, object]:
+        return self.supervisor.describe()
+
+
+def _agent_link(settings: Settings, head: LocalHead, say: Callable[[str], object]) -> RayLink:
+    supervisor = RaySupervisor(settings, head, owns_head=head.owned, say=say)
+    return AgentLink(supervisor, AgentServeClient(f"unix:{agent_socket(settings)}"))
 
 
 @dataclass(frozen=True)
 class RayHooks:
-    """How `argus up` reaches Ray; tests hand in a fake client and a pretend head."""
+    """How `argus up` reaches Ray; tests hand in a fake link and a pretend head."""
 
-    client: Callable[[str, Settings], UpClient]
+    link: Callable[[Settings, LocalHead, Callable[[str], object]], RayLink] = _agent_link
     jobs: Callable[[Settings], JobClient] = lambda s: RayJobClient(s.ray.jobs_url)
-    start_head: Callable[[int, str], LocalHead] = start_local_head
-    stop_head: Callable[[], None] = stop_local_head
+    start_head: Callable[[Settings], LocalHead] = start_local_head
+    stop_head: Callable[[LocalHead], None] = stop_head
 
 
-def _ray_client(address: str, settings: Settings) -> UpClient:
-    serve = settings.serving.serve
-    return RayServeClient(address, serve.http_host, serve.http_port, serve.proxy_location)
-
-
-REAL_RAY = RayHooks(client=_ray_client)
+REAL_RAY = RayHooks()
+READY_WAIT_S = 300.0  # the first agent imports Ray Serve LLM and vLLM: tens of seconds
 
 
 def run_up(
@@ -101,23 +141,26 @@ def run_up(
     say: Callable[[str], object] = print,
     ray: RayHooks = REAL_RAY,
 ) -> int:
-    settings.data_path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    ensure_data_dir(settings)
     emit = say
+    # Ray's token auth for this process (the job client) and every child of it.
+    os.environ.update(ray_env(settings))
     if settings.ray.address:
-        head = LocalHead(settings.ray.address, started_by_us=False)
+        head = LocalHead(settings.ray.address, owned=False)
         emit(f"argus: connecting to the Ray cluster at {head.address}")
     else:
-        emit("argus: looking for a local Ray head (starting one if none runs) ...")
-        head = ray.start_head(settings.ray.num_cpus, settings.ray.dashboard_host)
-        emit(f"argus: Ray head {'started' if head.started_by_us else 'found'} at {head.address}")
-    state = RunState(os.getpid(), head.started_by_us, keep_ray)
+        emit("argus: looking for its local Ray head (starting one if none runs) ...")
+        head = ray.start_head(settings)
+        emit(f"argus: Ray head {'started' if head.fresh else 'found'} at {head.address}")
+    state = RunState(os.getpid(), head.owned, keep_ray)
     state.write(settings)
-    client = ray.client(head.address, settings)
+    link = ray.link(settings, head, emit)
     try:
-        client.ensure_serve()
+        link.start()
         db = open_database(settings)
-        loop = build_loop(settings, db, client, ray.jobs(settings))
-        ctx = build_context(settings, ray=client, status=loop.status, db=db)
+        loop = build_loop(settings, db, link.client, ray.jobs(settings))
+        loop.status.extras = link.describe
+        ctx = build_context(settings, ray=link.client, status=loop.status, db=db)
         admin = ensure_admin_token(settings)
         app = create_app(ctx)
         server = uvicorn.Server(
@@ -151,6 +194,14 @@ def run_up(
             thread.join(10)
             emit(f"argus: the API could not start on {settings.server.host}:{settings.server.port}")
             return 1
+        # The API answers (reads, and writes that wait for the cluster) before Ray does;
+        # the control loop starts once the agent is connected, so a slow start is not
+        # mistaken for a lost cluster.
+        deadline = time.monotonic() + READY_WAIT_S
+        while not link.wait_ready(0.5) and not stop.is_set():
+            if time.monotonic() > deadline:
+                emit("argus: the Ray agent is not connected yet; the control loop starts anyway")
+                break
         loop.start()
         emit(banner(settings, admin.source))
         while not stop.wait(0.5):
@@ -163,10 +214,11 @@ def run_up(
         thread.join(30)
         return 0
     finally:
-        client.disconnect()
-        if head.started_by_us and not keep_ray:
-            emit("argus: stopping the Ray head it started (pass --keep-ray to keep it)")
-            ray.stop_head()
+        link.stop()
+        if head.owned and not keep_ray:
+            emit("argus: stopping the Ray head it runs (pass --keep-ray to keep it)")
+            ray.stop_head(LocalHead.recorded(settings) or head)
+            forget_head(settings)
         RunState.path(settings).unlink(missing_ok=True)
 
 
@@ -210,8 +262,10 @@ def run_down(settings: Settings, timeout_s: float = 120.0) -> str:
         os.kill(state.pid, signal.SIGTERM)
     except ProcessLookupError:
         RunState.path(settings).unlink(missing_ok=True)
-        if state.started_ray and not state.keep_ray:
-            stop_local_head()
+        head = LocalHead.recorded(settings)
+        if state.started_ray and not state.keep_ray and head is not None:
+            stop_head(head)
+            forget_head(settings)
             return "argus was not running; stopped the Ray head it had started"
         return "argus was not running; removed its stale pid file"
     deadline = time.monotonic() + timeout_s

@@ -50,6 +50,8 @@ class ClusterStatus:
         self.unreachable_reason: str | None = None
         self._lock = threading.Lock()
         self._observers: list[Callable[[TickReport], None]] = []
+        # What keeps argus linked to Ray (the supervised agent, the head), for the admin.
+        self.extras: Callable[[], dict[str, object]] | None = None
 
     def add_tick_observer(self, observer: Callable[[TickReport], None]) -> None:
         """Call `observer` with every tick's report (metrics record durations this way)."""
@@ -148,6 +150,8 @@ class ClusterStatus:
             },
             "applied_model_keys": applied,
         }
+        if self.extras is not None:
+            body["ray_link"] = self.extras()
         if self.jobs is not None:
             body["tasks"] = {"job_api_error": self.jobs.last_error, "errors": self.jobs.errors}
         if observed is not None:

@@ -1,0 +1,178 @@
+"""The Ray boundary as a process boundary: the agent's JSON calls, and the supervisor that
+keeps an agent (and an owned head) alive. The Ray side is the fake ServeClient."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from argus.cluster.agent import build_app
+from argus.cluster.agent_client import AgentServeClient
+from argus.cluster.serve_client import ApplyError, ModelDeployment, NodeResources
+from argus.config import Settings
+from argus.runtime.head import LocalHead
+from argus.runtime.supervisor import GCS_LOST_AFTER_S, RaySupervisor
+from tests.conftest import make_settings
+from tests.fake_cluster import FakeServeClient
+
+pytestmark = pytest.mark.integration
+
+
+def serve_on(sock: Path, fake: FakeServeClient, token: str | None = None) -> uvicorn.Server:
+    server = uvicorn.Server(
+        uvicorn.Config(build_app(fake, token), uds=str(sock), log_level="warning", lifespan="off")
+    )
+    threading.Thread(target=server.run, daemon=True).start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    return server
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> Iterator[tuple[AgentServeClient, FakeServeClient]]:
+    fake = FakeServeClient(nodes=[NodeResources("n1", {"CPU": 8.0}, {"CPU": 6.0})])
+    server = serve_on(tmp_path / "a.sock", fake)
+    client = AgentServeClient(f"unix:{tmp_path / 'a.sock'}")
+    yield client, fake
+    client.close()
+    server.should_exit = True
+
+
+CONFIG = {"deployment_config": {"num_replicas": 1}, "placement_group_config": {"bundles": []}}
+
+
+def test_every_call_crosses_as_json(agent: tuple[AgentServeClient, FakeServeClient]) -> None:
+    client, fake = agent
+    client.ensure_serve()
+    client.ping()
+    assert fake.serve_started
+    client.apply("app", [ModelDeployment("u-1-a", CONFIG)])
+    assert fake.apply_calls == [["u-1-a"]]
+    fake.set_ready("u-1-a")
+    seen = client.observe("app")
+    assert seen == fake.observe("app")  # the same values on both sides, nothing lost
+    assert seen.deployments["LLMServer:u-1-a"].running_replicas == 1
+    assert seen.nodes[0].available == {"CPU": 5.0}  # 6 free, less the running replica
+    client.delete_app("app")
+    assert client.observe("app").app_status is None
+
+
+def test_a_refused_config_names_its_model(agent: tuple[AgentServeClient, FakeServeClient]) -> None:
+    client, fake = agent
+
+    def refuse(app_name: str, models: object) -> None:
+        raise ApplyError("invalid LLMConfig: no", "u-1-bad")
+
+    fake.apply = refuse  # type: ignore[method-assign]
+    with pytest.raises(ApplyError) as e:
+        client.apply("app", [ModelDeployment("u-1-bad", CONFIG)])
+    assert e.value.model_id == "u-1-bad"
+
+
+def test_a_lost_cluster_and_a_missing_agent_are_connection_errors(
+    agent: tuple[AgentServeClient, FakeServeClient], tmp_path: Path
+) -> None:
+    client, fake = agent
+    fake.reachable = False
+    with pytest.raises(ConnectionError, match="answered 503"):
+        client.observe("app")
+    nobody = AgentServeClient(f"unix:{tmp_path / 'nobody.sock'}")
+    with pytest.raises(ConnectionError, match="does not answer"):
+        nobody.ping()
+
+
+def test_on_tcp_the_agent_wants_its_token(tmp_path: Path) -> None:
+    fake = FakeServeClient()
+    server = serve_on(tmp_path / "t.sock", fake, token="s3cret")
+    try:
+        with pytest.raises(ConnectionError, match="401"):
+            AgentServeClient(f"unix:{tmp_path / 't.sock'}").ping()
+        AgentServeClient(f"unix:{tmp_path / 't.sock'}", token="s3cret").ping()
+    finally:
+        server.should_exit = True
+
+
+# -- the supervisor ---------------------------------------------------------------------------
+class World:
+    """The GCS port's answer and the head starts, as the supervisor sees them."""
+
+    def __init__(self) -> None:
+        self.up = True
+        self.head_starts = 0
+
+    def start_head(self, settings: Settings) -> LocalHead:
+        self.head_starts += 1
+        self.up = True
+        return LocalHead("127.0.0.1:6379", True, 4242, fresh=True)
+
+
+def supervisor(tmp_path: Path, world: World, owns: bool, script: str) -> RaySupervisor:
+    settings = make_settings(tmp_path / "data")
+    settings.data_path.mkdir(parents=True)
+    return RaySupervisor(
+        settings,
+        LocalHead("127.0.0.1:6379", owns, 4241),
+        owns_head=owns,
+        say=lambda line: None,
+        start_head=world.start_head,
+        command=lambda s, address: ["python3", "-c", script],
+        answers=lambda address: world.up,
+    )
+
+
+def test_the_agent_is_started_again_when_it_exits(tmp_path: Path) -> None:
+    world = World()
+    sup = supervisor(tmp_path, world, owns=False, script="import sys; sys.exit(3)")
+    sup.step(0.0)
+    assert sup.agent is not None and sup.agent_starts == 1
+    sup.agent.wait(10)
+    sup.step(1.0)  # it exited: a short backoff before the next start
+    assert sup.agent is None
+    sup.step(1.6)
+    assert sup.agent_starts == 2
+    sup.stop()
+
+
+def test_a_silent_gcs_ends_the_agent_and_an_owned_head_is_started_again(tmp_path: Path) -> None:
+    world = World()
+    sup = supervisor(tmp_path, world, owns=True, script="import time; time.sleep(60)")
+    sup.step(0.0)
+    agent = sup.agent
+    assert agent is not None
+    world.up = False
+    sup._next_head_at = 1e9  # hold the head back to see the agent's end on its own
+    sup.step(1.0)
+    assert agent.poll() is None  # not yet: a blip is no outage
+    sup.step(1.0 + GCS_LOST_AFTER_S)
+    assert agent.poll() is not None and sup.agent is None
+    sup._next_head_at = 0.0
+    sup.step(10.0)
+    assert world.head_starts == 1 and sup.head.pid == 4242 and sup.head_restarts == 1
+    sup.step(10.5)
+    assert sup.agent is not None  # the head is back: a fresh agent
+    assert sup.describe()["head"] == {
+        "address": "127.0.0.1:6379",
+        "managed_by_argus": True,
+        "restarts": 1,
+    }
+    sup.stop()
+
+
+def test_someone_elses_head_is_waited_for_not_started(tmp_path: Path) -> None:
+    world = World()
+    world.up = False
+    sup = supervisor(tmp_path, world, owns=False, script="pass")
+    for t in range(20):
+        sup.step(float(t))
+    assert world.head_starts == 0 and sup.agent is None
+    world.up = True
+    sup.step(30.0)
+    assert sup.agent is not None
+    sup.stop()
