@@ -31,6 +31,7 @@ ENV_OVERRIDES: dict[str, str] = {
     "ARGUS_RAY_NUM_CPUS": "ray.num_cpus",
     "ARGUS_RAY_DASHBOARD_URL": "ray.dashboard_url",
     "ARGUS_RAY_PORT_BASE": "ray.port_base",
+    "ARGUS_RAY_AGENT_URL": "ray.agent_url",
     "ARGUS_RAY_TEMP_DIR": "ray.temp_dir",
     "ARGUS_ENGINE": "serving.engine",
     "ARGUS_ACCELERATOR_TYPE": "serving.llm.accelerator_type",
@@ -104,6 +105,15 @@ class RaySettings(_Section):
     )
     temp_dir: Path | None = Field(
         None, description="A local head's temp dir (sockets, logs); null: Ray's /tmp/ray."
+    )
+    agent_url: str | None = Field(
+        None,
+        pattern=r"^tcp:[A-Za-z0-9._-]+:[0-9]{1,5}$",
+        description=(
+            "A Ray agent that runs beside the head (tcp:<host>:<port>, its token in "
+            "ARGUS_AGENT_TOKEN): argus then is no Ray node and starts no agent itself "
+            "(docs/deploy.md). null: argus runs its own agent."
+        ),
     )
 
     @property

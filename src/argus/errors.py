@@ -39,6 +39,10 @@ class Conflict(ArgusError):
     status, code = 409, "conflict"
 
 
+class Unavailable(ArgusError):
+    status, code = 503, "unavailable"
+
+
 class PayloadTooLarge(ArgusError):
     status, code = 413, "payload_too_large"
 

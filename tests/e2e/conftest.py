@@ -59,16 +59,15 @@ def isolated_env(data_dir: Path, **extra: str) -> dict[str, str]:
     (base,) = port_blocks(1, HEAD_PORT_SPAN)
     # Ray's unix sockets live under the temp dir (108 bytes at most): keep it short.
     ray_tmp = tempfile.mkdtemp(prefix="argus-t-", dir="/tmp")
-    return argus_env(
-        data_dir,
-        ARGUS_PORT=str(free_port()),
-        ARGUS_SERVE_PORT=str(free_port()),
-        ARGUS_RAY_PORT_BASE=str(base),
-        ARGUS_RAY_TEMP_DIR=ray_tmp,
-        ARGUS_RAY_NUM_CPUS="16",
-        ARGUS_RECONCILE_INTERVAL_S="1",
-        **extra,
-    )
+    own = {
+        "ARGUS_PORT": str(free_port()),
+        "ARGUS_SERVE_PORT": str(free_port()),
+        "ARGUS_RAY_PORT_BASE": str(base),
+        "ARGUS_RAY_TEMP_DIR": ray_tmp,
+        "ARGUS_RAY_NUM_CPUS": "16",
+        "ARGUS_RECONCILE_INTERVAL_S": "1",
+    }
+    return argus_env(data_dir, **{**own, **extra})
 
 
 def argus(
@@ -87,12 +86,23 @@ def ray_token(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     os.chmod(path, 0o600)
     saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")}
     os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(path)})
+    _refresh_ray_auth()
     yield path
     for k, v in saved.items():
         if v is None:
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+    _refresh_ray_auth()
+
+
+def _refresh_ray_auth() -> None:
+    """Ray reads its auth mode and token once per process; make it read them again (the
+    test process asks Ray's state API for replica pids)."""
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
 
 
 @dataclass

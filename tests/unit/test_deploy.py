@@ -30,6 +30,11 @@ DOCKERFILES = (DEPLOY / "ray-node" / "Dockerfile", DEPLOY / "argus" / "Dockerfil
 RAY_NODES = ("ray_head", "ray_gpu_worker")
 NEVER_PUBLISHED = {6379: "Ray GCS", 8265: "Ray dashboard and Jobs API", 10001: "Ray Client"}
 TOKEN = "argus_admin_test-token-for-compose-interpolation"
+SECRETS = {
+    "ARGUS_ADMIN_TOKEN": TOKEN,
+    "RAY_AUTH_TOKEN": "ray-token-for-compose-interpolation",
+    "ARGUS_AGENT_TOKEN": "agent-token-for-compose-interpolation",
+}
 
 _VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:[-?])(?P<arg>[^}]*))?\}")
 
@@ -54,7 +59,7 @@ def interpolate(text: str, env: Mapping[str, str]) -> str:
 
 
 def load_compose(env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    env = {"ARGUS_ADMIN_TOKEN": TOKEN} if env is None else env
+    env = SECRETS if env is None else env
     data = yaml.safe_load(interpolate(COMPOSE.read_text(), env))
     assert isinstance(data, dict)
     return data
@@ -120,15 +125,14 @@ def test_only_the_head_publishes_serve(compose: dict[str, Any], dev_yaml: dict[s
     assert serve["proxy_location"] == "HeadOnly"  # so the head alone runs the proxy
     assert serve["http_port"] == 8000
     assert published(head) == {8000: "127.0.0.1"}  # loopback unless ARGUS_SERVE_BIND says
-    assert "--head" in command(head)
-    assert "--dashboard-port=8265" in command(head)
+    assert "--dashboard-port=8265" in head["environment"]["RAY_HEAD_ARGS"]
     # Every other service publishes no Serve port: HeadOnly has no proxy there.
     for name in set(compose["services"]) - {"ray_head"}:
         assert 8000 not in published(service(compose, name)), name
 
 
 def test_serve_bind_address_comes_from_the_environment() -> None:
-    env = {"ARGUS_ADMIN_TOKEN": TOKEN, "ARGUS_SERVE_BIND": "10.1.2.3"}
+    env = {**SECRETS, "ARGUS_SERVE_BIND": "10.1.2.3"}
     assert published(service(load_compose(env), "ray_head")) == {8000: "10.1.2.3"}
 
 
@@ -159,22 +163,47 @@ def test_argus_mounts_dev_yaml_and_keeps_its_database_in_a_volume(
     assert mounts(argus)[dev_yaml["data_dir"]] in compose["volumes"]
 
 
-def test_argus_needs_the_admin_token_from_the_environment(compose: dict[str, Any]) -> None:
+@pytest.mark.parametrize("name", sorted(SECRETS))
+def test_every_secret_comes_from_the_environment(name: str) -> None:
+    with pytest.raises(MissingVariable, match=name):
+        load_compose({k: v for k, v in SECRETS.items() if k != name})
+
+
+def test_argus_secrets_live_in_argus_alone(compose: dict[str, Any]) -> None:
+    """No Ray node, whose tasks and replicas inherit its environment, holds the admin token."""
     assert service(compose, "argus")["environment"]["ARGUS_ADMIN_TOKEN"] == TOKEN
-    with pytest.raises(MissingVariable, match="ARGUS_ADMIN_TOKEN"):
-        load_compose({})
+    for name in RAY_NODES:
+        env = service(compose, name).get("environment", {})
+        assert not any(k.startswith("ARGUS_") and k != "ARGUS_AGENT_TOKEN" for k in env), name
+        assert TOKEN not in json.dumps(service(compose, name)), name
+        assert "/var/lib/argus" not in mounts(service(compose, name)), name
 
 
-def test_argus_joins_as_a_zero_resource_node_and_connects_with_auto(
+def test_argus_is_no_ray_node_and_calls_the_agent_beside_the_head(
     compose: dict[str, Any], dev_yaml: dict[str, Any]
 ) -> None:
-    assert dev_yaml["ray"]["address"] == "auto"  # the local raylet the entrypoint starts
-    entrypoint = (DEPLOY / "argus" / "entrypoint.sh").read_text()
-    assert "--num-cpus=0 --num-gpus=0" in entrypoint
-    assert 'exec "$@"' in entrypoint
-    assert service(compose, "argus")["environment"]["RAY_HEAD_ADDRESS"] == "ray_head:6379"
+    argus = service(compose, "argus")
+    assert "command" not in argus and "entrypoint" not in argus  # `argus up`, nothing else
+    dockerfile = (DEPLOY / "argus" / "Dockerfile").read_text()
+    assert "ray start" not in dockerfile and "ENTRYPOINT" not in dockerfile
+    assert dev_yaml["ray"]["agent_url"] == "tcp:ray_head:8765"
+    assert dev_yaml["ray"]["address"] == "ray_head:6379"
+    head = service(compose, "ray_head")
+    assert command(head) == "/usr/local/bin/argus-ray-head"
+    script = (DEPLOY / "ray-node" / "head.sh").read_text()
+    assert "ray start --head" in script and "argus.cluster.agent" in script
+    assert "tcp:0.0.0.0:${ARGUS_AGENT_PORT:-8765}" in script
+    assert "8765" in [str(p) for p in head["expose"]] and 8765 not in published(head)
+    assert head["environment"]["ARGUS_AGENT_TOKEN"] == argus["environment"]["ARGUS_AGENT_TOKEN"]
     for name in RAY_NODES[1:]:
         assert "--address=ray_head:6379" in command(service(compose, name)), name
+
+
+def test_rays_token_auth_is_on_everywhere(compose: dict[str, Any]) -> None:
+    for name, svc in compose["services"].items():
+        env = svc["environment"]
+        assert env["RAY_AUTH_MODE"] == "token", name
+        assert env["RAY_AUTH_TOKEN"] == SECRETS["RAY_AUTH_TOKEN"], name
 
 
 def test_jobs_api_url_is_the_heads_dashboard(dev_yaml: dict[str, Any]) -> None:
@@ -192,7 +221,7 @@ def test_gpu_workers_get_gpus_labelled_like_argus_expects(
     found = re.search(r"--resources='([^']*)'", command(worker))
     assert found, "the worker names its accelerator type"
     assert json.loads(found[1]) == {f"accelerator_type:{accelerator}": 1}
-    assert "--num-gpus=0" in command(service(compose, "ray_head"))
+    assert "--num-gpus=0" in service(compose, "ray_head")["environment"]["RAY_HEAD_ARGS"]
 
 
 def test_argus_healthcheck_calls_the_real_health_route(compose: dict[str, Any]) -> None:
@@ -203,12 +232,13 @@ def test_argus_healthcheck_calls_the_real_health_route(compose: dict[str, Any]) 
     assert path and path[1] in {getattr(r, "path", None) for r in router.routes}
 
 
-def test_every_service_restarts_and_has_room_for_rays_object_store(
+def test_every_service_restarts_and_ray_nodes_have_room_for_the_object_store(
     compose: dict[str, Any],
 ) -> None:
     for name, svc in compose["services"].items():
         assert svc["restart"] in ("always", "unless-stopped"), name
-        assert str(svc["shm_size"]).endswith(("g", "gb")), name
+    for name in RAY_NODES:
+        assert str(service(compose, name)["shm_size"]).endswith(("g", "gb")), name
 
 
 def test_images_are_built_with_the_pinned_ray_and_tagged_with_both_versions(
@@ -267,14 +297,13 @@ def test_deploy_doc_lists_every_compose_variable() -> None:
     assert used == table
 
 
-def test_entrypoint_is_valid_bash() -> None:
+def test_the_head_script_is_valid_bash() -> None:
     if shutil.which("bash") is None:
         pytest.skip("bash is not installed")
-    result = subprocess.run(
-        ["bash", "-n", str(DEPLOY / "argus" / "entrypoint.sh")], capture_output=True, text=True
-    )
+    script = DEPLOY / "ray-node" / "head.sh"
+    result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert os.access(DEPLOY / "argus" / "entrypoint.sh", os.X_OK)
+    assert os.access(script, os.X_OK)
 
 
 def _compose_client() -> str | None:
@@ -309,7 +338,7 @@ def test_docker_compose_accepts_the_file() -> None:
     if reason:
         pytest.skip(f"`docker compose config` not checked: {reason}")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ARGUS_", "RAY_"))}
-    ok = _compose_config({**env, "ARGUS_ADMIN_TOKEN": TOKEN})
+    ok = _compose_config({**env, **SECRETS})
     assert ok.returncode == 0, ok.stderr
     refused = _compose_config(env)
     assert refused.returncode != 0

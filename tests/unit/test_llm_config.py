@@ -43,7 +43,11 @@ def test_gpu_mode(gpus: int) -> None:
         "model_id": "alice-202611281200-smol",
         "model_source": "/private/hf/m",
     }
-    assert c["deployment_config"] == {"num_replicas": 3, "graceful_shutdown_timeout_s": 300}
+    assert c["deployment_config"] == {
+        "num_replicas": 3,
+        "graceful_shutdown_timeout_s": 300,
+        "max_constructor_retry_count": 2,
+    }
     assert c["engine_kwargs"] == {"max_model_len": 4096, "tensor_parallel_size": gpus, **NO_MEDIA}
     assert c["accelerator_type"] == "H20"
     assert c["placement_group_config"] == {

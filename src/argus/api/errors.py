@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from argus.errors import ArgusError
@@ -123,7 +124,23 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _database_error(_: Request, exc: Exception) -> JSONResponse:
+    # SQLite out of disk (or a lock held past the busy timeout): the transaction rolled
+    # back whole, so nothing half-written stays; reads go on.
+    reason = "the disk is full" if "full" in str(exc).lower() else type(exc).__name__
+    return JSONResponse(
+        error_body(
+            "unavailable",
+            f"the database cannot take this write now ({reason}); nothing was changed; "
+            "try again later",
+        ),
+        status_code=503,
+        headers={"Retry-After": "30"},
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(OperationalError, _database_error)
     app.add_exception_handler(ArgusError, _argus_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

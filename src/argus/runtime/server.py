@@ -20,6 +20,7 @@ from typing import Protocol
 
 import uvicorn
 
+from argus.cluster.agent import TOKEN_ENV as AGENT_TOKEN_ENV
 from argus.cluster.agent_client import AgentServeClient
 from argus.cluster.job_client import JobClient
 from argus.cluster.ray_jobs import RayJobClient
@@ -116,7 +117,37 @@ class AgentLink:
         return self.supervisor.describe()
 
 
+@dataclass
+class RemoteAgentLink:
+    """An agent that runs beside the head (a deployment): argus only calls it."""
+
+    client: AgentServeClient
+
+    def start(self) -> None:
+        return None
+
+    def wait_ready(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.client.ping()
+                return True
+            except ConnectionError:
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(min(1.0, timeout))
+
+    def stop(self) -> None:
+        self.client.close()
+
+    def describe(self) -> dict[str, object]:
+        return {"agent": {"remote": True}}
+
+
 def _agent_link(settings: Settings, head: LocalHead, say: Callable[[str], object]) -> RayLink:
+    if settings.ray.agent_url:
+        token = os.environ.get(AGENT_TOKEN_ENV) or None
+        return RemoteAgentLink(AgentServeClient(settings.ray.agent_url, token))
     supervisor = RaySupervisor(settings, head, owns_head=head.owned, say=say)
     return AgentLink(supervisor, AgentServeClient(f"unix:{agent_socket(settings)}"))
 

@@ -18,6 +18,7 @@ from argus.storage import offline_hf_env
 # host under the reserved `.invalid` domain, which no URL can reach: a vision model cannot
 # be made to probe the private network.
 NO_MEDIA_HOSTS = ("media-urls-are-off.invalid",)
+CONSTRUCTOR_TRIES = 2
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,10 @@ def build_llm_config(
         "deployment_config": {
             "num_replicas": spec.num_replicas,
             "graceful_shutdown_timeout_s": LLM_GRACEFUL_SHUTDOWN_S,
+            # An engine that does not start seldom starts on a third try (a bad config,
+            # weights, no memory): Serve's default of three tries a replica made a broken
+            # model take a minute to say FAILED here; two say it in half that.
+            "max_constructor_retry_count": CONSTRUCTOR_TRIES,
         },
         "engine_kwargs": engine_kwargs,
         "runtime_env": {"env_vars": runtime_env_defaults(engine)},
