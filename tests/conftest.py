@@ -35,3 +35,38 @@ def spec_yaml(model_id: str = "smol", source: str = "$HOME/common/hf/tiny", **ex
 @pytest.fixture
 def settings(tmp_path: Path) -> Iterator[Settings]:
     yield make_settings(tmp_path / "data")
+
+
+# -- tiers: a time limit each, and their times at the end of a run ------------------------
+TIERS = ("unit", "integration", "fuzz", "browser", "e2e")
+TIER_TIMEOUT_S = {"unit": 60, "integration": 120, "fuzz": 300, "browser": 300, "e2e": 900}
+_tier_seconds: dict[str, float] = {}
+_tier_tests: dict[str, set[str]] = {}
+
+
+def _tier(keywords: object) -> str:
+    return next((t for t in TIERS if t in keywords), "unmarked")  # type: ignore[operator]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        tier = _tier(item.keywords)
+        if item.get_closest_marker("timeout") is None and tier in TIER_TIMEOUT_S:
+            item.add_marker(pytest.mark.timeout(TIER_TIMEOUT_S[tier]))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    tier = _tier(report.keywords)
+    _tier_seconds[tier] = _tier_seconds.get(tier, 0.0) + report.duration
+    _tier_tests.setdefault(tier, set()).add(report.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not _tier_seconds:
+        return
+    parts = [
+        f"{tier} {_tier_seconds[tier]:.1f} s ({len(_tier_tests[tier])} tests)"
+        for tier in (*TIERS, "unmarked")
+        if tier in _tier_seconds
+    ]
+    terminalreporter.write_line("tier times: " + ", ".join(parts))

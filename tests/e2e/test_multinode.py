@@ -10,12 +10,16 @@ The tests run in order and share the cluster, argus and the models.
 
 from __future__ import annotations
 
+import json
+import os
+import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,6 +27,7 @@ import openai
 import pytest
 
 from argus.cluster.serve_app import deployment_name
+from argus.runtime.head import descendants
 from tests.e2e.conftest import Stack, argus_env, free_port
 from tests.e2e.multinode import Cluster, NodeSpec, make_tiny_model, wait_for
 
@@ -101,9 +106,14 @@ def mn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MultiNode]:
     storage = data / "storage"
     make_tiny_model(storage / "hf" / TINY)
     cluster = Cluster(HEAD, [W2, W1], log_dir=data)
-    api_port, serve_port = free_port(), free_port()
+    api_port, serve_port, agent_port = free_port(), free_port(), free_port()
+    agent_token = secrets.token_hex(16)
     env = argus_env(
         data,
+        # The deployment's shape (deploy/ray-node/head.sh): the Ray agent runs beside the
+        # head, argus calls it and is no Ray node itself.
+        ARGUS_RAY_AGENT_URL=f"tcp:127.0.0.1:{agent_port}",
+        ARGUS_AGENT_TOKEN=agent_token,
         ARGUS_RAY_ADDRESS=cluster.address,
         ARGUS_RAY_DASHBOARD_URL=cluster.dashboard_url,
         ARGUS_ENGINE="cpu",
@@ -115,10 +125,29 @@ def mn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MultiNode]:
         ARGUS_RECONCILE_INTERVAL_S="1",
     )
     stack = Stack(data, env)
+    agent: subprocess.Popen[bytes] | None = None
     try:
         cluster.start_head()
+        agent_env = {k: v for k, v in os.environ.items() if not k.startswith("ARGUS_")}
+        with (data / "agent.log").open("ab") as out:
+            agent = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "argus.cluster.agent",
+                    "--address",
+                    cluster.address,
+                    "--listen",
+                    f"tcp:127.0.0.1:{agent_port}",
+                    "--serve-port",
+                    str(serve_port),
+                ],
+                env={**agent_env, "ARGUS_AGENT_TOKEN": agent_token},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         with ThreadPoolExecutor(1) as pool:
-            up = pool.submit(stack.start_argus)  # argus needs only the head to start
+            up = pool.submit(stack.start_argus)  # argus needs only the head and its agent
             cluster.start_workers()
             up.result()
         stack.admin = (data / "admin-token").read_text().strip()
@@ -126,6 +155,9 @@ def mn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MultiNode]:
         yield MultiNode(cluster, stack)
     finally:
         stack.stop_argus()
+        if agent is not None:
+            agent.terminate()
+            agent.wait(30)
         cluster.stop()
 
 
@@ -299,3 +331,53 @@ def test_with_nothing_left_every_gpu_is_free(mn: MultiNode) -> None:
     every = {c.node_id("head"): 0.0, c.node_id("w2"): 2.0, c.node_id("w1"): 1.0}
     wait_for("every GPU free again", lambda: mn.free_gpus() == every, timeout=60)
     assert httpx.get(f"{s.openai_url}/models", timeout=10).status_code == 404  # no app left
+
+
+SPY = """
+import json, os, ray
+
+ray.init(log_to_driver=False)  # the cluster of the job this runs in
+
+
+@ray.remote(num_cpus=0)
+class Spy:
+    def where(self):
+        return {"node": ray.get_runtime_context().get_node_id(), "env": dict(os.environ)}
+
+
+spies = [Spy.remote() for _ in range(6)]
+print("SPIES " + json.dumps([ray.get(s.where.remote()) for s in spies]))
+"""
+
+
+def test_no_task_or_actor_can_run_where_argus_keeps_its_secrets(mn: MultiNode) -> None:
+    """The deployment's shape: argus calls the agent beside the head and is no Ray node, so
+    Ray places a user's 0-CPU actors on Ray nodes only, and none holds argus's secrets."""
+    home = mn.argus.storage / "users" / "alice"
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "spy.py").write_text(SPY)
+    posted = mn.argus.post_task(
+        f"name: spy\nworkload: command\nworking_dir: $HOME\nentrypoint: {sys.executable} spy.py\n"
+    )
+    mn.argus.wait_task(posted["task_id"], "SUCCEEDED", timeout=240)
+    log = mn.argus.call("GET", f"/api/v2/tasks/{posted['task_id']}/logs").text
+    line = next(ln for ln in log.splitlines() if ln.startswith("SPIES "))
+    spies = json.loads(line.removeprefix("SPIES "))
+    nodes = {n["node_id"] for n in mn.cluster.nodes() if n["alive"]}
+    assert len(nodes) == 3  # the head and two workers: argus added no node
+    assert {s["node"] for s in spies} <= nodes
+    for spy in spies:
+        assert not any(
+            k.startswith("ARGUS_")
+            and k
+            not in ("ARGUS_TASK_ID", "ARGUS_USER_ID", "ARGUS_TASK_DIR", "ARGUS_CHECKPOINT_DIR")
+            for k in spy["env"]
+        )
+        assert mn.argus.admin not in json.dumps(spy["env"])
+    argus_tree = descendants(mn.argus.argus_pid())
+    names = {
+        Path(f"/proc/{p}/comm").read_text().strip()
+        for p in argus_tree
+        if Path(f"/proc/{p}").exists()
+    }
+    assert "raylet" not in names and "gcs_server" not in names

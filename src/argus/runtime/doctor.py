@@ -13,7 +13,6 @@ import errno
 import importlib
 import importlib.metadata
 import json
-import logging
 import os
 import re
 import socket
@@ -21,10 +20,10 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Protocol
 
 from sqlalchemy.engine import make_url
 
+from argus.cluster.probe import RayFacts, RayProbe, RealRayProbe
 from argus.cluster.serve_app import EngineMode
 from argus.config import CONFIG_ENV, ConfigError, Settings
 from argus.runtime.head import find_local_head
@@ -71,44 +70,6 @@ def exit_code(checks: list[Check]) -> int:
 
 
 # -- the boundary ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RayFacts:
-    """What a connected driver saw of the cluster."""
-
-    version: str
-    resources: dict[str, float]  # ray.cluster_resources(): CPU, GPU, accelerator_type:H20, ...
-
-
-class RayProbe(Protocol):
-    def connect(self, address: str) -> RayFacts:
-        """Connect a driver, read the cluster, disconnect; raise when it cannot."""
-
-
-class RealRayProbe:
-    def connect(self, address: str) -> RayFacts:
-        import ray
-
-        if ray.is_initialized():  # inside a process that already is a driver
-            return RayFacts(ray.__version__, _floats(ray.cluster_resources()))  # type: ignore[no-untyped-call]
-        try:
-            context = ray.init(
-                address=address,
-                namespace="argus-doctor",
-                logging_level=logging.WARNING,
-                log_to_driver=False,
-            )
-            # A driver connects only to a cluster of its own version (Ray refuses a
-            # mismatch); through Ray Client the context carries the server's version.
-            version = str(getattr(context, "ray_version", ray.__version__))
-            return RayFacts(version, _floats(ray.cluster_resources()))  # type: ignore[no-untyped-call]
-        finally:
-            ray.shutdown()
-
-
-def _floats(resources: Mapping[str, object]) -> dict[str, float]:
-    return {str(k): float(v) for k, v in resources.items() if isinstance(v, int | float)}
 
 
 def tcp_reachable(host: str, port: int, timeout_s: float = 1.0) -> bool:

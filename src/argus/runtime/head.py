@@ -32,6 +32,8 @@ from pathlib import Path
 from argus.config import HEAD_WORKER_PORTS, Settings
 
 ARGUS_ENV_PREFIX = "ARGUS_"
+# argus's own instrumentation (a coverage run of the tests) stays out of Ray too.
+KEPT_FROM_RAY = (ARGUS_ENV_PREFIX, "COVERAGE_")
 RAY_AUTH_MODE = "RAY_AUTH_MODE"
 RAY_AUTH_TOKEN = "RAY_AUTH_TOKEN"
 RAY_AUTH_TOKEN_PATH = "RAY_AUTH_TOKEN_PATH"
@@ -110,9 +112,14 @@ def ensure_ray_token(settings: Settings) -> Path:
     return path
 
 
-def scrubbed_env(environ: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
-    """The environment of a process Ray runs user work under: argus's own variables out."""
-    env = {k: v for k, v in environ.items() if not k.startswith(ARGUS_ENV_PREFIX)}
+def scrubbed_env(
+    environ: Mapping[str, str],
+    extra: Mapping[str, str],
+    drop: tuple[str, ...] = KEPT_FROM_RAY,
+) -> dict[str, str]:
+    """The environment of a process that Ray (or user work) runs under: argus's own
+    variables out, and with `extra` in."""
+    env = {k: v for k, v in environ.items() if not k.startswith(drop)}
     env.update(extra)
     return env
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from argus.config import Settings
 from argus.runtime.head import (
+    ARGUS_ENV_PREFIX,
     LocalHead,
     RayHeadError,
     ray_env,
@@ -144,7 +145,9 @@ class RaySupervisor:
         try:
             self.agent = subprocess.Popen(
                 self.command(self.settings, self.head.address),
-                env=scrubbed_env(os.environ, ray_env(self.settings)),
+                # The agent is a driver, not a Ray worker: no secret of argus's, but it
+                # may carry a coverage run's variables (nothing it starts inherits them).
+                env=scrubbed_env(os.environ, ray_env(self.settings), drop=(ARGUS_ENV_PREFIX,)),
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
