@@ -46,6 +46,7 @@ class FakeServeClient:
     app_name: str | None = None
     deployments: dict[str, _FakeDeployment] = field(default_factory=dict)
     apply_error: str | None = None
+    refuse: dict[str, str] = field(default_factory=dict)  # model id suffix -> Ray's reason
     held: dict[str, dict[str, float]] = field(default_factory=dict)  # node -> held by jobs
 
     # -- the protocol ---------------------------------------------------------
@@ -80,6 +81,15 @@ class FakeServeClient:
                     current.starting = 0
                 continue
             self.deployments[name] = _FakeDeployment(m.model_id, m.llm_config, starting=replicas)
+
+    def check(self, models: Sequence[ModelDeployment]) -> dict[str, str]:
+        self._check()
+        return {
+            m.model_id: reason
+            for m in models
+            for suffix, reason in self.refuse.items()
+            if m.model_id.endswith(f"-{suffix}")
+        }
 
     def disconnect(self) -> None:
         self.serve_started = False

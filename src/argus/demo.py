@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from argus.storage import replace_dir
+
 DEMO_MODEL_DIRNAME = "SmolLM2-135M-Instruct"
 
 DEMO_SPEC_YAML = f"""model_id: smol
@@ -108,7 +110,7 @@ def prepare_demo_model(storage_root: Path, *, force: bool = False) -> DemoResult
             _convert(gguf_path, tmp)
             _verify_chat_template(tmp)
             _write_marker(tmp, marker_text)
-            _replace_dir(tmp, dest)
+            replace_dir(tmp, dest)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -254,16 +256,3 @@ def _write_marker(folder: Path, marker_text: str) -> None:
         handle.write(marker_text)
         handle.flush()
         os.fsync(handle.fileno())
-
-
-def _replace_dir(tmp: Path, dest: Path) -> None:
-    # A directory rename cannot replace a non-empty directory, so an old or partial folder
-    # is moved aside first and deleted after the new one is in place.
-    old = dest.with_name(f"{dest.name}.old-{os.getpid()}")
-    if dest.exists() or dest.is_symlink():
-        if dest.is_dir() and not dest.is_symlink():
-            dest.rename(old)
-        else:
-            dest.unlink()
-    tmp.rename(dest)
-    shutil.rmtree(old, ignore_errors=True)

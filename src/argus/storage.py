@@ -13,8 +13,10 @@ be swapped for a symlink after it was accepted. Weights load from local disk onl
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shutil
 from pathlib import Path
 
 from argus.text import has_lone_surrogate, shown
@@ -54,8 +56,33 @@ def offline_hf_env(hf_home: str) -> dict[str, str]:
     return {**OFFLINE_HF, "HF_HOME": hf_home}
 
 
+def replace_dir(tmp: Path, dest: Path) -> None:
+    """Put a finished folder in place of `dest` (a model, a checkpoint) as one rename.
+
+    A directory rename cannot replace a non-empty directory, so an old or partial folder
+    is moved aside first and deleted once the new one is in place: a reader sees the old
+    folder or the new one, never half of either.
+    """
+    old = dest.with_name(f"{dest.name}.old-{os.getpid()}")
+    if dest.is_dir() and not dest.is_symlink():
+        dest.rename(old)
+    elif dest.exists() or dest.is_symlink():
+        dest.unlink()
+    tmp.rename(dest)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def user_home(storage_root: Path, user_id: str) -> Path:
     return storage_root / "users" / user_id
+
+
+def ensure_home(storage_root: Path, user_id: str) -> Path:
+    """A user's home, 0700 where the storage allows it (NFS with root squash may not)."""
+    home = user_home(storage_root, user_id)
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):
+        os.chmod(home, 0o700)
+    return home
 
 
 def task_dir(storage_root: Path, user_id: str, task_id: str) -> Path:

@@ -176,3 +176,10 @@ def test_someone_elses_head_is_waited_for_not_started(tmp_path: Path) -> None:
     sup.step(30.0)
     assert sup.agent is not None
     sup.stop()
+
+
+def test_a_config_check_crosses_as_json(agent: tuple[AgentServeClient, FakeServeClient]) -> None:
+    client, fake = agent
+    fake.refuse = {"odd": "1 validation error for LLMConfig"}
+    models = [ModelDeployment("u-1-odd", CONFIG), ModelDeployment("u-1-fine", CONFIG)]
+    assert client.check(models) == {"u-1-odd": "1 validation error for LLMConfig"}

@@ -310,3 +310,68 @@ def test_the_loop_runs_in_a_thread(api: Api, rec: ControlLoop, alice: str) -> No
     assert state(api, key) == "DEPLOYING"
     with api.ctx.db.read() as s:
         assert store.get_serve_model(s, key) is not None
+
+
+def test_a_config_ray_refuses_fails_its_model_alone(
+    api: Api, rec: ControlLoop, fake: FakeServeClient, alice: str
+) -> None:
+    """Ray refusing one model's LLMConfig (ApplyError names it) fails that model with the
+    reason; the others are applied on the next tick."""
+    from argus.cluster.serve_client import ApplyError
+
+    good = post(api, alice, "good")
+    bad = post(api, alice, "bad")
+    real_apply = fake.apply
+
+    def refuse_bad(app_name: str, models: object) -> None:
+        ids = [m.model_id for m in models]  # type: ignore[attr-defined]
+        if "alice-202611281200-bad" in ids:
+            raise ApplyError(
+                "invalid LLMConfig: accelerator_type: no such type", "alice-202611281200-bad"
+            )
+        real_apply(app_name, models)  # type: ignore[arg-type]
+
+    fake.apply = refuse_bad  # type: ignore[method-assign]
+    rec.tick()
+    assert state(api, bad) == "FAILED"
+    assert "Ray Serve LLM refused its config" in str(model(api, bad)["model"]["error_summary"])  # type: ignore[index]
+    assert state(api, good) == "QUEUED"  # nothing was applied in that tick
+    rec.tick()
+    assert state(api, good) == "DEPLOYING"
+    assert fake.is_deployed("alice-202611281200-good") and not fake.is_deployed(
+        "alice-202611281200-bad"
+    )
+
+
+def test_a_stored_spec_that_breaks_a_rule_fails_its_model_alone(
+    api: Api, rec: ControlLoop, fake: FakeServeClient, alice: str
+) -> None:
+    """A spec put into the database by hand (or a restore) turning on trust_remote_code."""
+    good = post(api, alice, "good")
+    bad = post(api, alice, "bad")
+    with api.ctx.db.write() as s:
+        m = store.get_serve_model(s, bad)
+        assert m is not None
+        m.resolved_spec = {**m.resolved_spec, "engine_kwargs": {"trust_remote_code": True}}
+    rec.tick()
+    assert state(api, bad) == "FAILED"
+    assert "trust_remote_code: not allowed" in str(model(api, bad)["model"]["error_summary"])  # type: ignore[index]
+    assert state(api, good) == "DEPLOYING"
+    assert not fake.is_deployed("alice-202611281200-bad")
+
+
+def test_a_model_folder_swapped_for_a_link_fails_when_applied(
+    api: Api, rec: ControlLoop, fake: FakeServeClient, alice: str
+) -> None:
+    from tests.conftest import make_model_folder
+
+    mine = api.storage_root / "users" / "alice" / "mine"
+    make_model_folder(mine)
+    key = post(api, alice, "mine", source="$HOME/mine")
+    make_model_folder(api.storage_root / "users" / "bob" / "secret")
+    mine.rename(mine.with_name("gone"))
+    mine.symlink_to(api.storage_root / "users" / "bob" / "secret")
+    rec.tick()
+    assert state(api, key) == "FAILED"
+    assert "outside the folders its owner may use" in str(model(api, key)["model"]["error_summary"])  # type: ignore[index]
+    assert fake.apply_calls == []

@@ -269,3 +269,24 @@ def test_public_host_shapes_the_base_url(api_factory: Callable[..., Api]) -> Non
     api = api_factory(ARGUS_PUBLIC_HOST="gpu-head.example", ARGUS_SERVE_PORT="8001")
     listed = api.client.get("/api/v2/serve/models", headers=api.headers()).json()
     assert listed["openai_base_url"] == "http://gpu-head.example:8001/v1"
+
+
+def test_a_config_ray_serve_llm_refuses_is_a_422_when_posted(
+    api_factory: Callable[..., Api],
+) -> None:
+    """With the cluster reachable, the LLMConfig a spec becomes is checked by Ray Serve
+    LLM's own model before anything is stored; with it away, the apply checks it."""
+    from dataclasses import replace
+
+    from tests.fake_cluster import FakeServeClient
+
+    api = api_factory()
+    fake = FakeServeClient(refuse={"odd": "1 validation error for LLMConfig\nbad value"})
+    api.ctx.serving = replace(api.ctx.serving, check=fake.check, engine=api.ctx.serving.engine)
+    alice = api.new_user("alice")
+    r = api.post_spec(alice, spec_yaml("odd"))
+    assert r.status_code == 422
+    assert "Ray Serve LLM refuses the config it becomes" in r.json()["error"]["message"]
+    assert api.post_spec(alice, spec_yaml("fine")).status_code == 202
+    fake.reachable = False
+    assert api.post_spec(alice, spec_yaml("odd")).status_code == 202

@@ -315,3 +315,12 @@ def test_the_data_dir_and_database_are_private_at_every_start(
 
     ensure_admin_token(load_settings(environ={"ARGUS_DATA_DIR": str(data)}))
     assert stat.S_IMODE(os.stat(token_file).st_mode) == 0o600
+
+
+def test_user_homes_are_private_where_the_storage_allows(api_factory: Callable[..., Api]) -> None:
+    api = api_factory()
+    home = api.storage_root / "users" / "alice"
+    home.mkdir(parents=True)
+    os.chmod(home, 0o755)
+    build_context(make_settings(api.settings.data_path), ray=api.ray).db.dispose()
+    assert stat.S_IMODE(os.stat(home).st_mode) == 0o700

@@ -91,6 +91,9 @@ def _dispatch(client: ServeClient, verb: str, body: dict[str, Any]) -> Any:
     if verb == "delete_app":
         client.delete_app(str(body["app_name"]))
         return {}
+    if verb == "check":
+        models = [ModelDeployment(m["model_id"], m["llm_config"]) for m in body["models"]]
+        return {"refused": client.check(models)}
     raise KeyError(verb)
 
 

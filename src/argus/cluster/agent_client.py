@@ -61,6 +61,11 @@ class AgentServeClient:
         payload = [{"model_id": m.model_id, "llm_config": m.llm_config} for m in models]
         self._call("apply", {"app_name": app_name, "models": payload})
 
+    def check(self, models: Sequence[ModelDeployment]) -> dict[str, str]:
+        payload = [{"model_id": m.model_id, "llm_config": m.llm_config} for m in models]
+        refused = self._call("check", {"models": payload})["refused"]
+        return {str(k): str(v) for k, v in refused.items()}
+
     def delete_app(self, app_name: str) -> None:
         self._call("delete_app", {"app_name": app_name})
 

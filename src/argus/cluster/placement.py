@@ -23,6 +23,15 @@ def take(demand: Mapping[str, float], avail: dict[str, float]) -> None:
         avail[k] = avail.get(k, 0.0) - v
 
 
+def gpu_demand(gpus: int, accelerator_type: str | None) -> dict[str, float]:
+    """`gpus` GPUs of the cluster's type: Ray adds 0.001 of its `accelerator_type:<type>`
+    node label to a bundle that names a type, so a node of another type does not fit."""
+    demand = {"GPU": float(gpus)}
+    if accelerator_type:
+        demand[f"accelerator_type:{accelerator_type}"] = 0.001
+    return demand
+
+
 def fits(demand: Mapping[str, float], replicas: int, free: Free) -> bool:
     """Place `replicas` copies of `demand` first-fit, each on one node.
 

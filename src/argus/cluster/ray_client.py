@@ -112,6 +112,17 @@ class RayServeClient:
         pin_versions(app, {m.model_id: llm_server_version(m.llm_config) for m in models})
         serve._run(app, name=app_name, route_prefix="/", _blocking=False)
 
+    def check(self, models: Sequence[ModelDeployment]) -> dict[str, str]:
+        from ray.serve.llm import LLMConfig
+
+        refused = {}
+        for m in models:
+            try:
+                LLMConfig.model_validate(m.llm_config)
+            except Exception as e:  # pydantic's ValidationError, or Ray's own checks
+                refused[m.model_id] = str(e)
+        return refused
+
     def delete_app(self, app_name: str) -> None:
         from ray import serve
 

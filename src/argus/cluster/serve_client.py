@@ -76,6 +76,9 @@ class ServeClient(Protocol):
     def delete_app(self, app_name: str) -> None:
         """Remove the app; returns without waiting for it."""
 
+    def check(self, models: Sequence[ModelDeployment]) -> dict[str, str]:
+        """Each model whose LLMConfig Ray Serve LLM's own model refuses, with the reason."""
+
     def observe(self, app_name: str) -> ServeObservation:
         """The app's and each deployment's status, and the cluster's resources per node."""
 

@@ -16,10 +16,11 @@ from argus.config import Settings
 from argus.runtime.loop import ControlLoop
 from argus.runtime.status import ClusterStatus
 from argus.serving.chat import chat_url
-from argus.serving.control import ServingContext
+from argus.serving.control import Check, ServingContext
 from argus.serving.controller import ServingController
 from argus.serving.llm_config import EngineSettings
 from argus.serving.spec import SpecLimits
+from argus.storage import ensure_home
 from argus.store.db import Database
 from argus.store.users import ensure_admin_user
 from argus.training.control import TaskContext
@@ -68,6 +69,9 @@ def ensure_storage(settings: Settings) -> Path:
     root = settings.storage_root
     for sub in ("hf", "datasets", "users"):
         (root / sub).mkdir(parents=True, exist_ok=True)
+    for home in (root / "users").iterdir():
+        if home.is_dir() and not home.is_symlink():
+            ensure_home(root, home.name)  # 0700, also for homes made before
     install_demo_chat(root)  # the demo task's training set, <root>/datasets/demo-chat
     return root
 
@@ -142,7 +146,9 @@ def build_context(
     ray: RayProbe,
     status: StatusView | None = None,
     db: Database | None = None,
+    check: Check | None = None,
 ) -> AppContext:
+    """What the API needs; `check` is Ray Serve LLM's check of a spec's LLMConfig."""
     storage_root = ensure_storage(settings)
     admin = ensure_admin_token(settings)
     database = db if db is not None else open_database(settings)
@@ -156,6 +162,8 @@ def build_context(
         ),
         quotas=settings.quotas.as_quota(),
         chat_url=chat_url(settings.serving.serve.http_host, settings.serving.serve.http_port),
+        engine=engine_settings(settings),
+        check=check,
     )
     tasks = TaskContext(
         db=database,

@@ -191,7 +191,9 @@ def run_up(
         db = open_database(settings)
         loop = build_loop(settings, db, link.client, ray.jobs(settings))
         loop.status.extras = link.describe
-        ctx = build_context(settings, ray=link.client, status=loop.status, db=db)
+        ctx = build_context(
+            settings, ray=link.client, status=loop.status, db=db, check=link.client.check
+        )
         admin = ensure_admin_token(settings)
         app = create_app(ctx)
         server = uvicorn.Server(

@@ -6,6 +6,7 @@ control loop does the rest. The API, the UI and the CLI call these, nothing else
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -18,12 +19,14 @@ from sqlalchemy.orm import Session
 
 from argus.auth.tokens import Principal
 from argus.cluster.serve_app import deployment_name
+from argus.cluster.serve_client import ModelDeployment
 from argus.demo import DEMO_SPEC_YAML
 from argus.errors import BadRequest, Conflict, Forbidden, NotFound, Unprocessable
 from argus.ids import make_model_id, make_model_id_prefix, new_model_key
 from argus.quotas import Quota, model_refusal
 from argus.serving import chat
 from argus.serving.chat import Answer
+from argus.serving.llm_config import EngineSettings, build_llm_config
 from argus.serving.spec import (
     ResolvedServingSpec,
     SpecLimits,
@@ -37,12 +40,15 @@ from argus.store.db import Database
 from argus.store.schema import ServeEvent, ServeModel
 from argus.store.states import ServeState
 from argus.store.users import get_user, quota_of, usage_of
-from argus.text import shown
+from argus.text import shown, summarize_error
 from argus.yamlspec import FieldError, SpecInvalid, SpecSyntaxError, load_yaml_mapping
 
 MAX_SPEC_BYTES = 32 * 1024  # a spec is a few hundred bytes; an echo of it stays small
 EVENTS_PAGE = 50
 TRY_MAX_CHARS = 4000
+
+
+Check = Callable[[Sequence[ModelDeployment]], dict[str, str]]
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,10 @@ class ServingContext:
     limits: SpecLimits
     quotas: Quota  # the defaults; the admin may set a user's own
     chat_url: str = ""  # the OpenAI chat endpoint as argus reaches it ("try it")
+    engine: EngineSettings | None = None
+    # Ray Serve LLM's own check of the LLMConfig a spec becomes (through the Ray agent);
+    # None, or a cluster that does not answer: the check happens when it is applied.
+    check: Check | None = None
 
 
 def invalid(errors: list[FieldError]) -> Unprocessable:
@@ -85,6 +95,7 @@ def submit_spec(
 ) -> tuple[ServeModel, bool]:
     """Store a posted spec: a new model, or an in-place update of the live suffix (D2)."""
     spec = resolve_spec(ctx, caller.user_id, text)
+    _check_with_ray(ctx, caller.user_id, spec, now)
     for attempt in range(2):
         try:
             with ctx.db.write() as s:
@@ -142,6 +153,25 @@ def _upsert(
     live.generation += 1
     transition(s, live, Trigger.SPEC_UPDATED, now, payload={"generation": live.generation})
     return live, False
+
+
+def _check_with_ray(
+    ctx: ServingContext, user_id: str, spec: ResolvedServingSpec, now: datetime
+) -> None:
+    """Refuse now what Ray Serve LLM would refuse when it is applied (422 with its reason)."""
+    if ctx.check is None or ctx.engine is None:
+        return
+    model_id = make_model_id(make_model_id_prefix(user_id, now), spec.model_id)
+    deployment = ModelDeployment(model_id, build_llm_config(model_id, spec, ctx.engine))
+    try:
+        refused = ctx.check([deployment])
+    except ConnectionError:
+        return  # the cluster is away: the apply checks it, and fails the model alone
+    if model_id in refused:
+        reason = summarize_error(refused[model_id])
+        raise invalid(
+            [FieldError("(spec)", f"Ray Serve LLM refuses the config it becomes: {reason}")]
+        )
 
 
 def _check_quota(

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from argus.cluster.placement import gpu_demand
 from argus.cluster.serve_app import LLM_GRACEFUL_SHUTDOWN_S, EngineMode
 from argus.serving.spec import ResolvedServingSpec
 from argus.storage import offline_hf_env
@@ -92,10 +93,7 @@ def build_llm_config(
     if engine.cpu_holds_gpus:
         # GPU mode's placement: one logical GPU a bundle, the accelerator type as the
         # bundle resource Ray itself adds in GPU mode (0.001 of accelerator_type:<T>).
-        bundle: dict[str, float] = {"GPU": 1}
-        if engine.accelerator_type:
-            bundle[f"accelerator_type:{engine.accelerator_type}"] = 0.001
-        bundles = [dict(bundle) for _ in range(gpus)]
+        bundles = [gpu_demand(1, engine.accelerator_type) for _ in range(gpus)]
         if gpus > 1:
             # The CPU engine pins each tensor-parallel rank to a NUMA node of its own and
             # refuses to start with fewer ("Not enough allowed NUMA nodes to bind threads
@@ -115,8 +113,5 @@ def replica_demand(spec: ResolvedServingSpec, engine: EngineSettings) -> dict[st
     which each bundle takes 0.001), so a node with GPUs of another type does not fit.
     """
     if engine.holds_gpus:
-        demand = {"GPU": float(spec.gpus_per_replica), "CPU": 1.0}
-        if engine.accelerator_type:
-            demand[f"accelerator_type:{engine.accelerator_type}"] = 0.001
-        return demand
+        return {**gpu_demand(spec.gpus_per_replica, engine.accelerator_type), "CPU": 1.0}
     return {"CPU": 2.0}

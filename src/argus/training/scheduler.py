@@ -25,6 +25,7 @@ from argus.quotas import Quota
 from argus.storage import (
     PathForbidden,
     PathInvalid,
+    ensure_home,
     recheck_model_source,
     resolve_within,
     task_dir,
@@ -120,6 +121,7 @@ class TaskScheduler:
         folder = task_dir(self.launch.storage_root, user_id, t.task_id)
         submission = build_submission(t.task_id, user_id, t.ray_job_id, spec, self.launch)
         try:
+            ensure_home(self.launch.storage_root, user_id)
             folder.mkdir(parents=True, exist_ok=True)
             self.client.submit(submission)
         except Exception as e:

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from argus.storage import CHECKPOINT_NAME, OFFLINE_HF
+from argus.storage import CHECKPOINT_NAME, OFFLINE_HF, replace_dir
 
 LOG_PREFIX = "argus-sft"
 EXIT_BAD_INPUT = 2
@@ -319,7 +319,7 @@ def _train(args: argparse.Namespace, conversations: list[Conversation]) -> int:
             "torch_version": torch.__version__,
         }
         _write_json(tmp_dir / TRAINING_INFO_NAME, info)
-        _replace_dir(tmp_dir, final_dir)
+        replace_dir(tmp_dir, final_dir)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
@@ -440,18 +440,6 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
         handle.write("\n")
         handle.flush()
         os.fsync(handle.fileno())
-
-
-def _replace_dir(tmp: Path, dest: Path) -> None:
-    # A directory rename cannot replace a non-empty directory, so an old checkpoint is
-    # moved aside first and deleted once the new one is in place.
-    old = dest.with_name(f"{dest.name}.old-{os.getpid()}")
-    if dest.is_dir() and not dest.is_symlink():
-        dest.rename(old)
-    elif dest.exists() or dest.is_symlink():
-        dest.unlink()
-    tmp.rename(dest)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 if __name__ == "__main__":

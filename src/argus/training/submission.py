@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from argus.cluster.job_client import JobSubmission
+from argus.cluster.placement import gpu_demand
 from argus.storage import CHECKPOINT_NAME, LOG_NAME, offline_hf_env, task_dir
 from argus.training.spec import ResolvedTaskSpec
 
@@ -27,12 +28,9 @@ class LaunchSettings:
 def task_demand(spec: ResolvedTaskSpec, launch: LaunchSettings) -> dict[str, float]:
     """What the task's driver holds on its node, in Ray's resource names."""
     demand = {"CPU": float(spec.cpus_per_node)}
-    gpus = spec.gpus_per_node
-    if gpus:
-        demand["GPU"] = float(gpus)
+    if spec.gpus_per_node:
         # GPUs of the cluster's type: Ray's own accelerator label, as on model replicas.
-        if launch.accelerator_type:
-            demand[f"accelerator_type:{launch.accelerator_type}"] = 0.001
+        demand.update(gpu_demand(spec.gpus_per_node, launch.accelerator_type))
     return demand
 
 
