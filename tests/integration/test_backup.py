@@ -6,6 +6,7 @@ import os
 import sqlite3
 import stat
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -62,27 +63,36 @@ def test_a_backup_is_one_self_contained_private_file(api: Api, tmp_path: Path) -
 
 def test_backups_taken_under_writes_are_consistent(api: Api, tmp_path: Path) -> None:
     alice = api.new_user("alice")
+    unlimited = {"max_models": 100_000, "max_gpus": 100_000}
+    assert api.client.patch("/api/v2/users/alice", json=unlimited, headers=api.headers()).is_success
     stop = threading.Event()
+    written: list[int] = []
 
     def writer() -> None:
         i = 0
         while not stop.is_set():
             post(api, alice, f"m{i}")
             i += 1
+            written.append(i)
 
     thread = threading.Thread(target=writer)
     thread.start()
+    seen: list[int] = []
     try:
         for n in range(3):
+            while len(written) < 5 * (n + 1):  # each backup lands amid more writes
+                time.sleep(0.01)
             dest = tmp_path / f"b{n}.db"
             backup_database(api.settings.database_url, dest)
             # a model and its CREATED event are one transaction: never one without the other
             models = rows(dest, "SELECT model_key FROM serve_models")
             created = rows(dest, "SELECT model_key FROM serve_events WHERE event_type='CREATED'")
-            assert sorted(models) == sorted(created)
+            assert models and sorted(models) == sorted(created)
+            seen.append(len(models))
     finally:
         stop.set()
         thread.join(30)
+    assert thread.is_alive() is False and seen == sorted(seen) and seen[-1] > seen[0]
 
 
 def test_a_backup_never_overwrites_unless_forced(api: Api, tmp_path: Path) -> None:

@@ -352,10 +352,33 @@ def test_a_host_that_is_not_this_machine(tmp_path: Path) -> None:
 
 
 def test_a_healthy_machine(tmp_path: Path) -> None:
-    s = settings(tmp_path)
+    """The real probes of the file system, ports, versions and reachability (a listening
+    socket stands in for the GCS); only Ray's driver and the slow imports are faked."""
+    import socket
+
+    from argus.runtime import doctor
+
+    def free_port() -> int:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            return int(probe.getsockname()[1])
+
+    s = settings(tmp_path, ARGUS_PORT=str(free_port()), ARGUS_SERVE_PORT=str(free_port()))
     for sub in ("hf", "users"):
         (s.storage_root / sub).mkdir(parents=True)
-    checks = list(run_checks(lambda: s, probes(find_head=lambda s: "127.0.0.1:6379"), environ={}))
+    with socket.socket() as gcs:
+        gcs.bind(("127.0.0.1", 0))
+        gcs.listen()
+        address = f"127.0.0.1:{gcs.getsockname()[1]}"
+        real = probes(
+            find_head=lambda s: address,
+            reachable=doctor.tcp_reachable,
+            installed=doctor.installed_version,
+            pinned_ray=doctor.pinned_ray_version,
+            port_free=doctor.port_free,
+            writable=doctor.writable,
+        )
+        checks = list(run_checks(lambda: s, real, environ={}))
     assert [c.name for c in checks] == [
         "config",
         "ray",
