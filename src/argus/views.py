@@ -60,6 +60,15 @@ def event_view(event: ServeEvent | TaskEvent) -> dict[str, Any]:
     }
 
 
+def event_page(events: list[Any], total: int, limit: int) -> dict[str, Any]:
+    """A page of events, newest first, and where the next page starts (`before`)."""
+    return {
+        "items": [event_view(e) for e in events],
+        "total": total,
+        "next_before": events[-1].id if len(events) == limit else None,
+    }
+
+
 def task_view(task: Task, checkpoint_ready: bool = False) -> dict[str, Any]:
     spec = task.resolved_spec if isinstance(task.resolved_spec, dict) else {}
     return {

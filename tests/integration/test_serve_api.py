@@ -290,3 +290,34 @@ def test_a_config_ray_serve_llm_refuses_is_a_422_when_posted(
     assert api.post_spec(alice, spec_yaml("fine")).status_code == 202
     fake.reachable = False
     assert api.post_spec(alice, spec_yaml("odd")).status_code == 202
+
+
+def test_a_models_events_come_newest_first_a_page_at_a_time(api: Api, alice: str) -> None:
+    key = api.post_spec(alice, spec_yaml()).json()["model_key"]
+    url = f"/api/v2/serve/models/{key}"
+    h = api.headers(alice)
+    for n in range(60):  # 60 scales: 61 events in all
+        r = api.client.patch(url, json={"num_replicas": 1 + (n + 1) % 2}, headers=h)
+        assert r.status_code == 202
+    detail = api.client.get(url, headers=h).json()
+    assert detail["events_total"] == 61 and len(detail["events"]) == 50
+    ids = [e["id"] for e in detail["events"]]
+    assert ids == sorted(ids, reverse=True)
+    seen: list[int] = []
+    before = None
+    while True:
+        params = {"limit": 25, **({"before": before} if before else {})}
+        page = api.client.get(f"{url}/events", params=params, headers=h).json()
+        seen += [e["id"] for e in page["items"]]
+        assert page["total"] == 61
+        before = page["next_before"]
+        if before is None:
+            break
+    assert len(seen) == 61 and seen == sorted(seen, reverse=True)
+    assert (
+        api.client.get(f"{url}/events", headers=api.headers(api.new_user("bob"))).status_code == 404
+    )
+    api.client.cookies.set("argus_token", alice, path="/ui")
+    page = api.client.get(f"/ui/serving/{key}")
+    assert page.status_code == 200
+    assert "50 of 61" in page.text and f"/api/v2/serve/models/{key}/events" in page.text

@@ -210,3 +210,24 @@ def test_follow_streams_until_the_task_finishes(api: Api) -> None:
     ) as r:
         assert r.status_code == 200
         assert b"".join(r.iter_bytes()) == b"step 1\n"
+
+
+def test_a_tasks_events_are_paged_too(api: Api) -> None:
+    alice = api.new_user("alice", commands=True)
+    r = api.client.post(
+        "/api/v2/tasks",
+        content=b"name: t\nworkload: command\nentrypoint: x\n",
+        headers={**api.headers(alice), "Content-Type": "application/yaml"},
+    )
+    task_id = r.json()["task_id"]
+    api.client.post(f"/api/v2/tasks/{task_id}:cancel", headers=api.headers(alice))
+    page = api.client.get(
+        f"/api/v2/tasks/{task_id}/events", params={"limit": 1}, headers=api.headers(alice)
+    ).json()
+    assert [e["event_type"] for e in page["items"]] == ["CANCELED"] and page["total"] == 2
+    rest = api.client.get(
+        f"/api/v2/tasks/{task_id}/events",
+        params={"before": page["next_before"]},
+        headers=api.headers(alice),
+    ).json()
+    assert [e["event_type"] for e in rest["items"]] == ["CREATED"] and rest["next_before"] is None

@@ -231,17 +231,3 @@ class TaskScheduler:
             self.client.stop(job_id)
         except Exception as e:
             log.warning("stopping Ray job %s failed: %s", job_id, e)
-
-    # -- what the API shows ---------------------------------------------------
-    def job_status(self, job_id: str) -> dict[str, object] | None:
-        job = self.last_jobs.get(job_id)
-        if job is None:
-            return None
-        return {
-            "job_id": job.job_id,
-            "status": job.status.value,
-            "message": job.message[-2000:],
-            "exit_code": job.exit_code,
-            "start_time_ms": job.start_time_ms,
-            "end_time_ms": job.end_time_ms,
-        }

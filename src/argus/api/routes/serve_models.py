@@ -14,7 +14,7 @@ from argus.demo import DEMO_SPEC_YAML
 from argus.errors import BadRequest
 from argus.serving import control
 from argus.store.schema import ServeModel
-from argus.views import event_view, model_view
+from argus.views import event_page, event_view, model_view
 
 router = APIRouter(prefix="/api/v2/serve", tags=["serving"])
 
@@ -189,11 +189,7 @@ def model_events(
     before: int | None = Query(None, ge=1, le=2**62, description="Events older than this id."),
 ) -> dict[str, Any]:
     _, events, total = control.events(ctx.serving, caller, model_key, limit, before)
-    return {
-        "items": [event_view(e) for e in events],
-        "total": total,
-        "next_before": events[-1].id if len(events) == limit else None,
-    }
+    return event_page(events, total, limit)
 
 
 @router.patch(

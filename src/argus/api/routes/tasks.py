@@ -20,7 +20,7 @@ from argus.demo import DEMO_TASK_YAML
 from argus.store.schema import Task
 from argus.store.states import TaskState
 from argus.training import control
-from argus.views import event_view, task_view
+from argus.views import event_page, event_view, task_view
 
 router = APIRouter(prefix="/api/v2", tags=["tasks"])
 
@@ -167,11 +167,7 @@ def task_events(
     before: int | None = Query(None, ge=1, le=2**62, description="Events older than this id."),
 ) -> dict[str, Any]:
     _, events, total = control.events(ctx.tasks, caller, task_id, limit, before)
-    return {
-        "items": [event_view(e) for e in events],
-        "total": total,
-        "next_before": events[-1].id if len(events) == limit else None,
-    }
+    return event_page(events, total, limit)
 
 
 @router.post(
