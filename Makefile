@@ -13,9 +13,11 @@ run: setup
 	@$(BIN)/argus models prepare-demo
 	@$(BIN)/argus up
 
-## make test: ruff, mypy, then every test tier with coverage (fails under 90%)
+## make test: ruff, mypy, then every test tier with coverage (fails under 90%).
+## Two workers: the end-to-end tests that share one argus stack run on one, everything
+## else (the multi-node cluster, unit, integration, fuzz, browser) on the other.
 test: setup browser lint types
-	@$(BIN)/pytest --cov --cov-report=term -p no:cacheprovider
+	@$(BIN)/pytest -n 2 --dist loadgroup --cov --cov-report=term -p no:cacheprovider
 
 ## make check: the fast loop: lint, types, unit and integration tests (no browser, no Ray)
 check: setup lint types

@@ -53,6 +53,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         tier = _tier(item.keywords)
         if item.get_closest_marker("timeout") is None and tier in TIER_TIMEOUT_S:
             item.add_marker(pytest.mark.timeout(TIER_TIMEOUT_S[tier]))
+        # With `pytest -n 2 --dist loadgroup` (make test): the modules that share the one
+        # argus stack go to one worker, everything else to the other.
+        shares_the_stack = tier == "e2e" and "test_multinode" not in item.nodeid
+        item.add_marker(pytest.mark.xdist_group("stack" if shares_the_stack else "rest"))
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

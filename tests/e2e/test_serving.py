@@ -77,32 +77,65 @@ class Caller:
         self._thread.join(180)
 
 
-def test_a_second_model_scales_in_place_without_disturbing_the_first(
+def test_a_second_users_model_scales_in_place_is_suspended_with_its_owner_and_comes_back(
     stack: Stack, smol: tuple[str, str]
 ) -> None:
-    """Adding a model, scaling it to two replicas and back, deleting it: the first model's
-    replica keeps its pid and answers every call throughout."""
+    """Another user's model: scaled to two replicas and back in place, then its owner is
+    disabled (their task is cancelled, the model leaves Serve) and enabled again (it comes
+    back). The first model's replica keeps its pid and answers every call throughout."""
     first = smol[1]
     pids = stack.settled_pids(first, 1)
+    dave = stack.new_user("dave", allow_commands=True)
     with Caller(stack, first) as caller:
-        posted = stack.post_spec(_spec("second"))
+        posted = stack.post_spec(_spec("second"), dave)
         key, model_id = posted["model_key"], posted["model_id"]
+        task_id = stack.post_task("name: long\nworkload: command\nentrypoint: sleep 600\n", dave)[
+            "task_id"
+        ]
         stack.wait(key, "RUNNING", timeout=600)
         (pid,) = stack.settled_pids(model_id, 1)
-        r = stack.call("PATCH", f"/api/v2/serve/models/{key}", json={"num_replicas": 2})
+        r = stack.call("PATCH", f"/api/v2/serve/models/{key}", dave, json={"num_replicas": 2})
         assert r.status_code == 202 and r.json()["state"] == "RUNNING"
         stack.wait(key, "RUNNING", ready=2, timeout=600)
         assert pid in stack.settled_pids(model_id, 2)
-        r = stack.call("PATCH", f"/api/v2/serve/models/{key}", json={"num_replicas": 1})
+        r = stack.call("PATCH", f"/api/v2/serve/models/{key}", dave, json={"num_replicas": 1})
         stack.wait(key, "RUNNING", ready=1, timeout=300)
         assert {first, model_id} <= {m.id for m in stack.openai().models.list()}
-        assert stack.call("DELETE", f"/api/v2/serve/models/{key}").status_code == 202
-        stack.wait(key, "DELETED", timeout=300)
+        stack.wait_task(task_id, "RUNNING", timeout=120)
+
+        # Disabling dave stops his use of the cluster at once.
+        r = stack.call("PATCH", "/api/v2/users/dave", stack.admin, json={"disabled": True})
+        assert r.status_code == 200
+        assert stack.call("GET", "/api/v2/me", dave).status_code == 401
+        assert stack.model(key)["model"]["state"] == "SUSPENDED"
+        assert stack.wait_task(task_id, "CANCELED", timeout=120)["ray_job"]["status"] == "STOPPED"
+        deadline = time.monotonic() + 120
+        while model_id in [m.id for m in stack.openai().models.list()]:
+            assert time.monotonic() < deadline, "the suspended model is still served"
+            time.sleep(1)
+        stack.settled_pids(model_id, 0)
+        # Enabling him brings the model back, unasked.
+        r = stack.call("PATCH", "/api/v2/users/dave", stack.admin, json={"disabled": False})
+        assert r.status_code == 200
+        stack.wait(key, "RUNNING", timeout=600)
+        reply = stack.openai().chat.completions.create(
+            model=model_id, max_tokens=4, messages=[{"role": "user", "content": "hi"}]
+        )
+        assert reply.choices
+        stack.delete(key)
     assert caller.failures == [] and caller.ok > 5
     assert stack.replica_pids(first) == pids
     assert model_id not in [m.id for m in stack.openai().models.list()]
     events = [e["event_type"] for e in reversed(stack.model(key)["events"])]
     assert events[3:8] == ["SCALED", "SCALE_APPLIED", "READY", "SCALED", "SCALE_APPLIED"]
+    assert events[-6:] == [
+        "SUSPENDED",
+        "RESUMED",
+        "APPLIED",
+        "READY",
+        "DELETE_REQUESTED",
+        "REMOVED",
+    ]
 
 
 def test_a_broken_model_fails_alone_with_its_reason(stack: Stack, smol: tuple[str, str]) -> None:
