@@ -48,14 +48,16 @@ def _tier(keywords: object) -> str:
     return next((t for t in TIERS if t in keywords), "unmarked")  # type: ignore[operator]
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (--dist loadgroup)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         tier = _tier(item.keywords)
         if item.get_closest_marker("timeout") is None and tier in TIER_TIMEOUT_S:
             item.add_marker(pytest.mark.timeout(TIER_TIMEOUT_S[tier]))
-        # With `pytest -n 2 --dist loadgroup` (make test): the modules that share the one
-        # argus stack go to one worker, everything else to the other.
-        shares_the_stack = tier == "e2e" and "test_multinode" not in item.nodeid
+        # With `pytest -n 2 --dist loadgroup` (make test): the tests that share the one
+        # argus stack go to one worker, everything else (clusters of their own too) to the
+        # other.
+        shares_the_stack = "stack" in getattr(item, "fixturenames", ())
         item.add_marker(pytest.mark.xdist_group("stack" if shares_the_stack else "rest"))
 
 

@@ -16,6 +16,7 @@ ERROR_SUMMARY_LIMIT = 1000
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _ERROR_LINE = re.compile(r"^[\w.]*(Error|Exception|Exit)\b[^:]*:")
 _PYDANTIC_TAIL = re.compile(r"\s*\[type=.*$")
+_PYDANTIC_HEAD = re.compile(r"^\d+ validation errors? for \w+")
 
 
 def _repr_settings() -> reprlib.Repr:
@@ -65,7 +66,9 @@ def summarize_error(message: str) -> str:
     lines = [ln.strip() for ln in plain.splitlines() if ln.strip()]
     if not lines:
         return "the deployment failed without a message; see the Ray Serve logs"
-    error_at = [i for i, ln in enumerate(lines) if _ERROR_LINE.match(ln)]
+    error_at = [
+        i for i, ln in enumerate(lines) if _ERROR_LINE.match(ln) or _PYDANTIC_HEAD.match(ln)
+    ]
     at = error_at[-1] if error_at else len(lines) - 1
     core = [lines[at]]
     for ln in lines[at + 1 : at + 3]:

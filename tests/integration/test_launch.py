@@ -50,8 +50,26 @@ def test_sigterm_reaches_the_command(tmp_path: Path) -> None:
     command = ["sh", "-c", "echo ready; exec sleep 60"]
     proc = subprocess.Popen([*driver, "--cwd", str(tmp_path), "--", *command])
     deadline = time.monotonic() + 30
-    while "ready" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
+    # The command's own line (the driver's first line names the command, "ready" with it).
+    while "\nready\n" not in (log.read_text() if log.exists() else "") and (
+        time.monotonic() < deadline
+    ):
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)  # what Ray's stop_job sends first
     assert proc.wait(30) == 128 + signal.SIGTERM
+    assert "ended by signal 15" in log.read_text()
+
+
+def test_a_sigterm_while_the_command_starts_still_reaches_it(tmp_path: Path) -> None:
+    """Ray's stop_job can come before the command runs: it is passed on once it does."""
+    log = tmp_path / "task.log"
+    driver = [sys.executable, "-m", "argus.training.launch", "--log", str(log)]
+    proc = subprocess.Popen([*driver, "--cwd", str(tmp_path), "--", "sleep", "60"])
+    deadline = time.monotonic() + 30
+    while "task starting" not in (log.read_text() if log.exists() else "") and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 128 + signal.SIGTERM  # not 60 s of sleep
     assert "ended by signal 15" in log.read_text()

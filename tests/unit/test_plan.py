@@ -288,6 +288,13 @@ def test_a_fresh_apply_gets_a_grace_period() -> None:
             "vLLM engine config: 1 validation error for VllmConfig: Value error, Expecting "
             "property name",
         ),
+        (  # what LLMConfig.model_validate raises: no exception name, the field on its own line
+            "1 validation error for LLMConfig\naccelerator_type\n  Value error, Unsupported "
+            "accelerator type: BOGUS [type=value_error, input_value='BOGUS', input_type=str]\n"
+            "    For further information visit https://errors.pydantic.dev/2.14/v/value_error",
+            "1 validation error for LLMConfig: accelerator_type: Value error, Unsupported "
+            "accelerator type: BOGUS",
+        ),
     ],
 )
 def test_summarize_error(message: str, summary: str) -> None:

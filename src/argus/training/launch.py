@@ -58,6 +58,19 @@ def main(argv: list[str] | None = None) -> int:
         if not os.path.isdir(args.cwd):
             _note(log, f"the working directory {args.cwd} does not exist")
             return 2
+        # The handlers go in before the command starts: a stop that comes while it starts
+        # (Ray's stop_job sends SIGTERM) is passed on as soon as there is a child to end.
+        started: list[subprocess.Popen[bytes]] = []
+        pending: list[int] = []
+
+        def forward(signum: int, _frame: FrameType | None) -> None:
+            if not started:
+                pending.append(signum)
+            elif started[0].poll() is None:
+                started[0].send_signal(signum)
+
+        signal.signal(signal.SIGTERM, forward)
+        signal.signal(signal.SIGINT, forward)
         _note(log, f"task starting on {os.uname().nodename}: {' '.join(command)[:500]}")
         try:
             child = subprocess.Popen(
@@ -66,13 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as e:
             _note(log, f"could not start the command: {e}")
             return 127
-
-        def forward(signum: int, _frame: FrameType | None) -> None:
-            if child.poll() is None:
-                child.send_signal(signum)
-
-        signal.signal(signal.SIGTERM, forward)
-        signal.signal(signal.SIGINT, forward)
+        started.append(child)
+        for signum in pending:
+            child.send_signal(signum)
         assert child.stdout is not None
         out = child.stdout.fileno()
         while chunk := _read(out):
