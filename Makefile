@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test check lint types unit e2e setup browser lock clean
+.PHONY: run test check lint types unit e2e setup debian lock clean
 
 setup:
 	@scripts/setup.sh
@@ -16,7 +16,7 @@ run: setup
 ## make test: ruff, mypy, then every test tier with coverage (fails under 90%).
 ## Two workers: the end-to-end tests that share one argus stack run on one, everything
 ## else (the multi-node cluster, unit, integration, fuzz, browser) on the other.
-test: setup browser lint types
+test: setup debian lint types
 	@$(BIN)/pytest -n 2 --dist loadgroup --cov --cov-report=term -p no:cacheprovider
 
 ## make check: the fast loop: lint, types, unit and integration tests (no browser, no Ray)
@@ -30,11 +30,11 @@ lint:
 types:
 	@$(BIN)/mypy
 
-e2e: setup browser
+e2e: setup debian
 	@$(BIN)/pytest -m e2e -p no:cacheprovider
 
-browser:
-	@scripts/setup-browser.sh
+debian:
+	@scripts/setup-debian.sh
 
 ## make lock: re-resolve requirements/cpu-dev.in into the lock
 lock:

@@ -115,7 +115,7 @@ def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():
         pytest.fail(
             f"{CHROMIUM} is missing: the browser tests need Debian's chromium; "
-            "install it with scripts/setup-browser.sh (or `make browser`)",
+            "install it with scripts/setup-debian.sh (or `make debian`)",
             pytrace=False,
         )
     with sync_playwright() as p:

@@ -70,6 +70,53 @@ def isolated_env(data_dir: Path, **extra: str) -> dict[str, str]:
     return argus_env(data_dir, **{**own, **extra})
 
 
+@dataclass(frozen=True)
+class BesideTheHead:
+    """argus against a cluster of its own, in the deployment's shape (deploy/ray-node/
+    head.sh): the Ray agent runs beside the head, argus calls it and is no Ray node."""
+
+    env: dict[str, str]  # argus's
+    agent_command: list[str]
+    agent_env: dict[str, str]
+
+
+def beside_the_head(
+    data: Path, address: str, dashboard_url: str, proxy_location: str = "HeadOnly"
+) -> BesideTheHead:
+    """Ports, the agent token and argus's settings (CPU engine on logical H20 GPUs)."""
+    api_port, serve_port, agent_port = free_port(), free_port(), free_port()
+    token = secrets.token_hex(16)
+    env = argus_env(
+        data,
+        ARGUS_RAY_AGENT_URL=f"tcp:127.0.0.1:{agent_port}",
+        ARGUS_AGENT_TOKEN=token,
+        ARGUS_RAY_ADDRESS=address,
+        ARGUS_RAY_DASHBOARD_URL=dashboard_url,
+        ARGUS_ENGINE="cpu",
+        ARGUS_CPU_HOLDS_GPUS="true",
+        ARGUS_ACCELERATOR_TYPE="H20",
+        ARGUS_PORT=str(api_port),
+        ARGUS_SERVE_PORT=str(serve_port),
+        ARGUS_STORAGE_ROOT=str(data / "storage"),
+        ARGUS_RECONCILE_INTERVAL_S="1",
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "argus.cluster.agent",
+        "--address",
+        address,
+        "--listen",
+        f"tcp:127.0.0.1:{agent_port}",
+        "--serve-port",
+        str(serve_port),
+        "--proxy-location",
+        proxy_location,
+    ]
+    agent_env = {k: v for k, v in os.environ.items() if not k.startswith("ARGUS_")}
+    return BesideTheHead(env, command, {**agent_env, "ARGUS_AGENT_TOKEN": token})
+
+
 def argus(
     env: dict[str, str], *args: str, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:

@@ -92,10 +92,20 @@ def port_blocks(count: int, size: int) -> list[int]:
 
 
 class Cluster:
-    """A head and workers on 127.0.0.1; `start()`, `kill_worker()`, `restart_worker()`,
-    `stop()`. Node ids are learnt as each node joins (a restarted node gets a new one)."""
+    """A head and workers on 127.0.0.1; `start()`, `kill()`, `restart()`, `stop()`.
+    Node ids are learnt as each node joins (a restarted node gets a new one). `head_env`
+    and `head_args` go to the head only (GCS fault tolerance: `RAY_REDIS_ADDRESS`, and
+    `--redis-password`)."""
 
-    def __init__(self, head: NodeSpec, workers: list[NodeSpec], log_dir: Path) -> None:
+    def __init__(
+        self,
+        head: NodeSpec,
+        workers: list[NodeSpec],
+        log_dir: Path,
+        head_env: dict[str, str] | None = None,
+        head_args: tuple[str, ...] = (),
+    ) -> None:
+        self.head_env = {**HEAD_ENV, **(head_env or {})}
         # A short temp dir: Ray's unix sockets live under it (108 bytes at most).
         self.temp_dir = Path(tempfile.mkdtemp(prefix="argus-mn-", dir="/tmp"))
         self._pids: set[int] = set()  # every process of the cluster's that a kill has seen
@@ -111,6 +121,7 @@ class Cluster:
             f"--dashboard-port={self.dashboard_port}",
             "--dashboard-host=127.0.0.1",
             f"--ray-client-server-port={base + WORKER_PORTS + 2}",
+            *head_args,
         ]
         self.head = _Node(head, self._command(head, base, head_extra))
         self.workers = {
@@ -152,7 +163,7 @@ class Cluster:
             env={**os.environ, **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
-            start_new_session=True,  # one process group a node: kill_worker ends it all
+            start_new_session=True,  # one process group a node: kill() ends it all
         )
         log.close()
 
@@ -179,7 +190,7 @@ class Cluster:
         self.start_workers()
 
     def start_head(self) -> None:
-        self._launch(self.head, HEAD_ENV)
+        self._launch(self.head, self.head_env)
 
     def start_workers(self) -> None:
         for worker in self.workers.values():
@@ -201,24 +212,33 @@ class Cluster:
         ]
 
     def node_id(self, name: str) -> str:
-        node = self.head if name == self.head.spec.name else self.workers[name]
+        node = self._node(name)
         assert node.node_id is not None, f"{name} is not running"
         return node.node_id
 
-    def kill_worker(self, name: str) -> str:
-        """Kill a worker node and all it runs at once (as a machine that dies); its old id."""
-        node = self.workers[name]
+    def _node(self, name: str) -> _Node:
+        return self.head if name == self.head.spec.name else self.workers[name]
+
+    def kill(self, name: str) -> str:
+        """Kill a node and all it runs at once (as a machine that dies); its old id."""
+        node = self._node(name)
         assert node.proc is not None and node.node_id is not None
         _kill_tree(node.proc, self._pids)
         node.proc, old = None, node.node_id
         node.node_id = None
         return old
 
-    def restart_worker(self, name: str) -> str:
-        """Start a killed worker again with the same command; its new node id."""
-        node = self.workers[name]
+    def restart(self, name: str) -> str:
+        """Start a killed node again with the same command; its new node id."""
+        node = self._node(name)
         assert node.proc is None, f"{name} still runs"
-        self._launch(node)
+        if node is self.head:
+            # On one machine the workers' raylets carry the head's GCS address on their
+            # command lines, and `ray start --head` takes that, with the address the last
+            # head wrote here, for a head that still runs ("already running at"). On
+            # machines of their own it cannot see them; forget the last address.
+            (self.temp_dir / "ray_current_cluster").unlink(missing_ok=True)
+        self._launch(node, self.head_env if node is self.head else None)
         assert node.node_id is not None
         return node.node_id
 

@@ -11,8 +11,6 @@ The tests run in order and share the cluster, argus and the models.
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -28,7 +26,7 @@ import pytest
 
 from argus.cluster.serve_app import deployment_name
 from argus.runtime.head import descendants
-from tests.e2e.conftest import Stack, argus_env, free_port
+from tests.e2e.conftest import Stack, beside_the_head
 from tests.e2e.multinode import Cluster, NodeSpec, make_tiny_model, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -106,45 +104,14 @@ def mn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MultiNode]:
     storage = data / "storage"
     make_tiny_model(storage / "hf" / TINY)
     cluster = Cluster(HEAD, [W2, W1], log_dir=data)
-    api_port, serve_port, agent_port = free_port(), free_port(), free_port()
-    agent_token = secrets.token_hex(16)
-    env = argus_env(
-        data,
-        # The deployment's shape (deploy/ray-node/head.sh): the Ray agent runs beside the
-        # head, argus calls it and is no Ray node itself.
-        ARGUS_RAY_AGENT_URL=f"tcp:127.0.0.1:{agent_port}",
-        ARGUS_AGENT_TOKEN=agent_token,
-        ARGUS_RAY_ADDRESS=cluster.address,
-        ARGUS_RAY_DASHBOARD_URL=cluster.dashboard_url,
-        ARGUS_ENGINE="cpu",
-        ARGUS_CPU_HOLDS_GPUS="true",
-        ARGUS_ACCELERATOR_TYPE="H20",
-        ARGUS_PORT=str(api_port),
-        ARGUS_SERVE_PORT=str(serve_port),
-        ARGUS_STORAGE_ROOT=str(storage),
-        ARGUS_RECONCILE_INTERVAL_S="1",
-    )
-    stack = Stack(data, env)
+    shape = beside_the_head(data, cluster.address, cluster.dashboard_url)
+    stack = Stack(data, shape.env)
     agent: subprocess.Popen[bytes] | None = None
     try:
         cluster.start_head()
-        agent_env = {k: v for k, v in os.environ.items() if not k.startswith("ARGUS_")}
         with (data / "agent.log").open("ab") as out:
             agent = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "argus.cluster.agent",
-                    "--address",
-                    cluster.address,
-                    "--listen",
-                    f"tcp:127.0.0.1:{agent_port}",
-                    "--serve-port",
-                    str(serve_port),
-                ],
-                env={**agent_env, "ARGUS_AGENT_TOKEN": agent_token},
-                stdout=out,
-                stderr=subprocess.STDOUT,
+                shape.agent_command, env=shape.agent_env, stdout=out, stderr=subprocess.STDOUT
             )
         with ThreadPoolExecutor(1) as pool:
             up = pool.submit(stack.start_argus)  # argus needs only the head and its agent
@@ -154,11 +121,17 @@ def mn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MultiNode]:
         stack.token = stack.new_user("alice", allow_commands=True)
         yield MultiNode(cluster, stack)
     finally:
-        stack.stop_argus()
-        if agent is not None:
-            agent.terminate()
-            agent.wait(30)
-        cluster.stop()
+        try:
+            stack.stop_argus()
+            if agent is not None:
+                agent.terminate()
+                try:
+                    agent.wait(10)
+                except subprocess.TimeoutExpired:
+                    agent.kill()
+                    agent.wait()
+        finally:
+            cluster.stop()  # whatever failed above
 
 
 # Another driver's actor that holds one GPU of a given node until its stdin closes.
@@ -215,7 +188,7 @@ def test_the_admin_status_shows_each_node_and_its_free_gpus(mn: MultiNode) -> No
     expected = {c.node_id("head"): 0.0, c.node_id("w2"): 2.0, c.node_id("w1"): 1.0}
 
     def alive_nodes() -> dict[str, dict[str, Any]]:
-        return {n["node_id"]: n for n in mn.status()["nodes"] if n["alive"]}
+        return {n["node_id"]: n for n in mn.status().get("nodes", []) if n["alive"]}
 
     nodes = wait_for(
         "the three nodes in argus's status",
@@ -267,7 +240,7 @@ def test_a_two_gpu_replica_needs_two_free_gpus_on_one_node(mn: MultiNode) -> Non
 def test_a_killed_node_takes_its_replicas_and_they_return_with_it(mn: MultiNode) -> None:
     c, s = mn.cluster, mn.argus
     two = mn.keys["two"]
-    lost = c.kill_worker("w2")
+    lost = c.kill("w2")
     got = wait_for(
         "the model to lose its replica",
         lambda: g if (g := s.model(two))["model"]["ready_replicas"] == 0 else None,
@@ -289,7 +262,7 @@ def test_a_killed_node_takes_its_replicas_and_they_return_with_it(mn: MultiNode)
             model=mn.ids["two"], max_tokens=1, messages=[{"role": "user", "content": "hi"}]
         )
 
-    back = c.restart_worker("w2")
+    back = c.restart("w2")
     got = s.wait(two, "RUNNING", ready=1, timeout=ENGINE_START_S)
     assert events(got)[-2:] == ["DEGRADED", "READY"]
     assert mn.placements("two") == [[back, back]]

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.e2e
 
 
 def test_a_running_model_answers_from_its_page(stack: Stack, smol: tuple[str, str]) -> None:
-    assert CHROMIUM.exists(), "Chromium is missing: run scripts/setup-browser.sh"
+    assert CHROMIUM.exists(), "Chromium is missing: run scripts/setup-debian.sh"
     key, model_id = smol
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)

@@ -3,6 +3,7 @@ keeps an agent (and an owned head) alive. The Ray side is the fake ServeClient."
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -11,21 +12,25 @@ from pathlib import Path
 import pytest
 import uvicorn
 
-from argus.cluster.agent import build_app
+from argus.cluster.agent import GCS_LOST_AFTER_S, GcsWatch, build_app
 from argus.cluster.agent_client import AgentServeClient
 from argus.cluster.serve_client import ApplyError, ModelDeployment, NodeResources
 from argus.config import Settings
 from argus.runtime.head import LocalHead
-from argus.runtime.supervisor import GCS_LOST_AFTER_S, RaySupervisor
+from argus.runtime.supervisor import RaySupervisor
 from tests.conftest import make_settings
 from tests.fake_cluster import FakeServeClient
 
 pytestmark = pytest.mark.integration
 
 
-def serve_on(sock: Path, fake: FakeServeClient, token: str | None = None) -> uvicorn.Server:
+def serve_on(
+    sock: Path, fake: FakeServeClient, token: str | None = None, gcs: str | None = None
+) -> uvicorn.Server:
     server = uvicorn.Server(
-        uvicorn.Config(build_app(fake, token), uds=str(sock), log_level="warning", lifespan="off")
+        uvicorn.Config(
+            build_app(fake, token, gcs), uds=str(sock), log_level="warning", lifespan="off"
+        )
     )
     threading.Thread(target=server.run, daemon=True).start()
     deadline = time.monotonic() + 10
@@ -86,6 +91,47 @@ def test_a_lost_cluster_and_a_missing_agent_are_connection_errors(
     nobody = AgentServeClient(f"unix:{tmp_path / 'nobody.sock'}")
     with pytest.raises(ConnectionError, match="does not answer"):
         nobody.ping()
+
+
+def test_with_its_gcs_gone_the_agent_says_so_at_once(tmp_path: Path) -> None:
+    """A Ray call can wait out Ray's minute of reconnecting while the GCS is gone (a head
+    with GCS fault tolerance, between its death and its return); the agent answers 503
+    without making it, so argus's /readyz and control loop hear "unreachable" at once."""
+    with socket.socket() as listener:  # a port that takes connections, then one that does not
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        gcs = f"127.0.0.1:{listener.getsockname()[1]}"
+        fake = FakeServeClient()
+        asked: list[str] = []
+        fake.observe = lambda app_name: asked.append(app_name)  # type: ignore[method-assign,assignment,return-value]
+        server = serve_on(tmp_path / "g.sock", fake, gcs=gcs)
+        client = AgentServeClient(f"unix:{tmp_path / 'g.sock'}")
+        client.ping()
+    try:
+        started = time.monotonic()
+        with pytest.raises(ConnectionError, match=f"GCS at {gcs} does not answer"):
+            client.observe("app")
+        assert time.monotonic() - started < 2
+        assert asked == []  # Ray was not asked
+    finally:
+        client.close()
+        server.should_exit = True
+
+
+def test_the_agent_gives_up_on_a_gcs_silent_for_five_seconds() -> None:
+    """A driver that outlived its GCS hangs in Serve's calls (Ray 2.60): the agent ends
+    itself then, and a fresh one connects when the cluster is back. A blip is no loss."""
+    up = {"now": True}
+    watch = GcsWatch("h:6379", answers=lambda address, timeout: up["now"])
+    assert not watch.lost(0.0)
+    up["now"] = False
+    assert not watch.lost(1.0)
+    assert not watch.lost(1.0 + GCS_LOST_AFTER_S - 0.5)
+    up["now"] = True
+    assert not watch.lost(1.0 + GCS_LOST_AFTER_S + 1)  # it answered again: the count restarts
+    up["now"] = False
+    assert not watch.lost(10.0)
+    assert watch.lost(10.0 + GCS_LOST_AFTER_S)
 
 
 def test_on_tcp_the_agent_wants_its_token(tmp_path: Path) -> None:

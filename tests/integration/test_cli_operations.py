@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from argus.cli.main import app
+from argus.cluster.probe import tcp_answers
 from argus.runtime import doctor
 from argus.runtime.server import RunState
 from tests.conftest import ADMIN_TOKEN, make_settings
@@ -115,7 +116,7 @@ def test_doctor_fails_fast_when_the_cluster_is_away(
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    fakes = probes(reachable=doctor.tcp_reachable)
+    fakes = probes(reachable=tcp_answers)
     monkeypatch.setattr(doctor, "default_probes", lambda: fakes)
     code, out = run({**env, "ARGUS_RAY_ADDRESS": f"127.0.0.1:{port}"}, "doctor")
     assert code == 1

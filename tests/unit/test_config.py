@@ -34,7 +34,7 @@ def test_dev_yaml_describes_the_gpu_cluster() -> None:
     assert s.serving.engine is EngineMode.GPU
     assert s.serving.llm.accelerator_type == "H20"
     assert s.serving.serve.http_port == 8000
-    assert s.serving.serve.proxy_location == "HeadOnly"
+    assert s.serving.serve.proxy_location == "EveryNode"  # a proxy beside every replica
     assert s.storage_root == Path("/private")
     assert s.ray.address
 

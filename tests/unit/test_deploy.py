@@ -28,15 +28,18 @@ DEPLOY = REPO / "deploy"
 COMPOSE = DEPLOY / "docker-compose.yaml"
 DOCKERFILES = (DEPLOY / "ray-node" / "Dockerfile", DEPLOY / "argus" / "Dockerfile")
 RAY_NODES = ("ray_head", "ray_gpu_worker")
+OURS = (*RAY_NODES, "argus")  # built from this repository; Redis is upstream's image
 NEVER_PUBLISHED = {6379: "Ray GCS", 8265: "Ray dashboard and Jobs API", 10001: "Ray Client"}
 TOKEN = "argus_admin_test-token-for-compose-interpolation"
 SECRETS = {
     "ARGUS_ADMIN_TOKEN": TOKEN,
     "RAY_AUTH_TOKEN": "ray-token-for-compose-interpolation",
     "ARGUS_AGENT_TOKEN": "agent-token-for-compose-interpolation",
+    "REDIS_PASSWORD": "redis-password-for-compose-interpolation",
 }
 
 _VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:[-?])(?P<arg>[^}]*))?\}")
+_DOLLARS = re.compile(r"\$\$|" + _VAR.pattern)
 
 
 class MissingVariable(Exception):
@@ -44,9 +47,11 @@ class MissingVariable(Exception):
 
 
 def interpolate(text: str, env: Mapping[str, str]) -> str:
-    """Compose's `${VAR}`, `${VAR:-default}` and `${VAR:?message}`."""
+    """Compose's `${VAR}`, `${VAR:-default}` and `${VAR:?message}`; `$$` is one `$`."""
 
     def value(m: re.Match[str]) -> str:
+        if m[0] == "$$":
+            return "$"
         name, op, arg = m["name"], m["op"], m["arg"]
         given = env.get(name, "")
         if given:
@@ -55,7 +60,7 @@ def interpolate(text: str, env: Mapping[str, str]) -> str:
             raise MissingVariable(f"{name}: {arg}")
         return arg if op == ":-" else ""
 
-    return _VAR.sub(value, text)
+    return _DOLLARS.sub(value, text)
 
 
 def load_compose(env: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -119,21 +124,51 @@ def test_ray_ports_that_run_code_are_never_published(compose: dict[str, Any]) ->
             assert port not in published(svc), f"{name} publishes {port} ({what})"
 
 
-def test_only_the_head_publishes_serve(compose: dict[str, Any], dev_yaml: dict[str, Any]) -> None:
-    head = service(compose, "ray_head")
+def test_every_node_publishes_its_own_serve_proxy(
+    compose: dict[str, Any], dev_yaml: dict[str, Any]
+) -> None:
+    """EveryNode: the worker's proxy answers while the head is away (GCS fault tolerance)."""
     serve = dev_yaml["serving"]["serve"]
-    assert serve["proxy_location"] == "HeadOnly"  # so the head alone runs the proxy
+    assert serve["proxy_location"] == "EveryNode"
     assert serve["http_port"] == 8000
+    script = (DEPLOY / "ray-node" / "head.sh").read_text()
+    assert '--proxy-location "${ARGUS_PROXY_LOCATION:-EveryNode}"' in script
+    head, worker = service(compose, "ray_head"), service(compose, "ray_gpu_worker")
     assert published(head) == {8000: "127.0.0.1"}  # loopback unless ARGUS_SERVE_BIND says
+    assert published(worker) == {8000: "127.0.0.1"}
+    host_ports = {str(p["published"]) for svc in (head, worker) for p in svc["ports"]}
+    assert host_ports == {"8000", "8001"}
     assert "--dashboard-port=8265" in head["environment"]["RAY_HEAD_ARGS"]
-    # Every other service publishes no Serve port: HeadOnly has no proxy there.
-    for name in set(compose["services"]) - {"ray_head"}:
+    for name in set(compose["services"]) - set(RAY_NODES):
         assert 8000 not in published(service(compose, name)), name
 
 
 def test_serve_bind_address_comes_from_the_environment() -> None:
-    env = {**SECRETS, "ARGUS_SERVE_BIND": "10.1.2.3"}
-    assert published(service(load_compose(env), "ray_head")) == {8000: "10.1.2.3"}
+    compose = load_compose({**SECRETS, "ARGUS_SERVE_BIND": "10.1.2.3"})
+    for name in RAY_NODES:
+        assert published(service(compose, name)) == {8000: "10.1.2.3"}, name
+
+
+def test_the_head_keeps_its_gcs_state_in_redis_behind_a_password(
+    compose: dict[str, Any],
+) -> None:
+    head, redis = service(compose, "ray_head"), service(compose, "redis")
+    assert head["environment"]["RAY_REDIS_ADDRESS"] == "redis:6379"
+    assert head["environment"]["RAY_external_storage_namespace"]
+    assert head["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert head["environment"]["REDIS_PASSWORD"] == SECRETS["REDIS_PASSWORD"]
+    assert redis["environment"]["REDIS_PASSWORD"] == SECRETS["REDIS_PASSWORD"]
+    assert '--requirepass "$REDIS_PASSWORD"' in command(redis)  # compose's $$ is one $
+    assert "--appendonly yes" in command(redis) and mounts(redis)["/data"] in compose["volumes"]
+    assert published(redis) == {}
+    script = (DEPLOY / "ray-node" / "head.sh").read_text()
+    assert '"--redis-password=${REDIS_PASSWORD}"' in script and "unset REDIS_PASSWORD" in script
+    # Ray's nodes wait out a head restart instead of leaving after Ray's default 60 s.
+    for name in RAY_NODES:
+        wait = service(compose, name)["environment"]["RAY_gcs_rpc_server_reconnect_timeout_s"]
+        assert int(wait) >= 120, name
+    tag = redis["image"].rpartition(":")[2]
+    assert tag and tag != "latest" and ":" in redis["image"]
 
 
 def test_argus_publishes_its_api_on_the_configured_port(
@@ -147,8 +182,7 @@ def test_every_node_and_argus_mount_the_storage_root(
     compose: dict[str, Any], dev_yaml: dict[str, Any]
 ) -> None:
     assert dev_yaml["storage"]["root"] == "/private"
-    sources = {name: mounts(service(compose, name)).get("/private") for name in compose["services"]}
-    assert set(sources) >= {*RAY_NODES, "argus"}
+    sources = {name: mounts(service(compose, name)).get("/private") for name in OURS}
     assert None not in sources.values(), sources
     assert len(set(sources.values())) == 1, f"one storage root for every node: {sources}"
 
@@ -200,8 +234,8 @@ def test_argus_is_no_ray_node_and_calls_the_agent_beside_the_head(
 
 
 def test_rays_token_auth_is_on_everywhere(compose: dict[str, Any]) -> None:
-    for name, svc in compose["services"].items():
-        env = svc["environment"]
+    for name in OURS:
+        env = service(compose, name)["environment"]
         assert env["RAY_AUTH_MODE"] == "token", name
         assert env["RAY_AUTH_TOKEN"] == SECRETS["RAY_AUTH_TOKEN"], name
 
@@ -245,7 +279,8 @@ def test_images_are_built_with_the_pinned_ray_and_tagged_with_both_versions(
     compose: dict[str, Any],
 ) -> None:
     argus_version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
-    for name, svc in compose["services"].items():
+    for name in OURS:
+        svc = service(compose, name)
         assert str(svc["build"]["args"]["RAY_VERSION"]) == ray.__version__, name
         tag = svc["image"].rpartition(":")[2]
         assert tag == f"{argus_version}-ray{ray.__version__}", name

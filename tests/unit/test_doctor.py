@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from argus.cluster.probe import tcp_answers
 from argus.config import ConfigError, Settings, load_settings
 from argus.runtime import doctor
 from argus.runtime.doctor import (
@@ -154,7 +155,7 @@ def test_an_unreachable_cluster_fails_fast_without_a_driver(tmp_path: Path) -> N
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     ray = FakeRay()
-    real = replace(probes(ray), reachable=doctor.tcp_reachable)
+    real = replace(probes(ray), reachable=tcp_answers)
     started = time.monotonic()
     check, facts = check_ray(settings(tmp_path, ARGUS_RAY_ADDRESS=f"127.0.0.1:{port}"), real)
     assert time.monotonic() - started < 2
@@ -170,7 +171,7 @@ def test_a_reachable_address_that_refuses_a_driver(tmp_path: Path) -> None:
         s.listen()
         address = f"127.0.0.1:{s.getsockname()[1]}"
         ray = FakeRay(error="Version mismatch: The cluster was started with Ray 2.59.0\nmore")
-        real = replace(probes(ray), reachable=doctor.tcp_reachable)
+        real = replace(probes(ray), reachable=tcp_answers)
         check, _ = check_ray(settings(tmp_path, ARGUS_RAY_ADDRESS=address), real)
     assert ray.connected == [address]
     assert check.status is FAIL
@@ -372,7 +373,7 @@ def test_a_healthy_machine(tmp_path: Path) -> None:
         address = f"127.0.0.1:{gcs.getsockname()[1]}"
         real = probes(
             find_head=lambda s: address,
-            reachable=doctor.tcp_reachable,
+            reachable=tcp_answers,
             installed=doctor.installed_version,
             pinned_ray=doctor.pinned_ray_version,
             port_free=doctor.port_free,

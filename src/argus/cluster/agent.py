@@ -24,8 +24,11 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+from argus.cluster.probe import address_answers
 from argus.cluster.serve_client import (
     ApplyError,
     ModelDeployment,
@@ -36,10 +39,21 @@ from argus.cluster.serve_client import (
 log = logging.getLogger("argus.agent")
 TOKEN_ENV = "ARGUS_AGENT_TOKEN"
 EXIT_NO_CLUSTER = 3
+GCS_PROBE_TIMEOUT_S = 1.0
+# The agent ends once its GCS has not answered this long. A driver that lived through a
+# GCS restart (GCS fault tolerance keeps the cluster, so Ray reconnects it) was seen to
+# hang in Serve's calls ever after (Ray 2.60: "The cached controller has died or is
+# unreachable", then nothing); a fresh agent connects at once.
+GCS_LOST_AFTER_S = 5.0
 
 
-def build_app(client: ServeClient, token: str | None) -> Any:
-    """The agent's HTTP app: one POST route per ServeClient call, JSON in and out."""
+def build_app(client: ServeClient, token: str | None, gcs_address: str | None = None) -> Any:
+    """The agent's HTTP app: one POST route per ServeClient call, JSON in and out.
+
+    With `gcs_address`, every call first checks that the GCS takes a connection: while it
+    is gone, a Ray call can wait out Ray's whole reconnect timeout (a minute) instead of
+    failing, and the caller must hear "unreachable" at once.
+    """
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse
@@ -61,6 +75,13 @@ def build_app(client: ServeClient, token: str | None) -> Any:
         except ValueError:
             return JSONResponse({"error": "the body is not JSON"}, status_code=400)
         verb = request.path_params["verb"]
+        if gcs_address is not None and not await run_in_threadpool(
+            address_answers, gcs_address, GCS_PROBE_TIMEOUT_S
+        ):
+            return JSONResponse(
+                {"error": f"the Ray cluster's GCS at {gcs_address} does not answer"},
+                status_code=503,
+            )
         try:
             result = await run_in_threadpool(_dispatch, client, verb, body)
         except ApplyError as e:
@@ -110,6 +131,41 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, name="argus-agent-parent", daemon=True).start()
 
 
+@dataclass
+class GcsWatch:
+    """Whether the GCS has been silent GCS_LOST_AFTER_S, from one look a second."""
+
+    address: str
+    answers: Callable[[str, float], bool] = address_answers
+    silent_since: float | None = None
+
+    def lost(self, now: float) -> bool:
+        if self.answers(self.address, GCS_PROBE_TIMEOUT_S):
+            self.silent_since = None
+            return False
+        if self.silent_since is None:
+            self.silent_since = now
+        return now - self.silent_since >= GCS_LOST_AFTER_S
+
+
+def _exit_when_gcs_lost(address: str) -> None:
+    """End this process once its GCS has been lost (see GCS_LOST_AFTER_S)."""
+    watch = GcsWatch(address)
+
+    def run() -> None:
+        while not watch.lost(time.monotonic()):
+            time.sleep(1.0)
+        log.warning(
+            "the GCS at %s has not answered for %.0f s; the agent ends (a new one connects "
+            "once the cluster is back)",
+            address,
+            GCS_LOST_AFTER_S,
+        )
+        os._exit(EXIT_NO_CLUSTER)
+
+    threading.Thread(target=run, name="argus-agent-gcs", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="argus.cluster.agent")
     parser.add_argument("--address", required=True, help="The Ray cluster's GCS address.")
@@ -124,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from argus.cluster.ray_client import RayServeClient
 
+    if not address_answers(args.address, GCS_PROBE_TIMEOUT_S):  # ray.init would wait long
+        log.warning("the Ray cluster's GCS at %s does not answer", args.address)
+        return EXIT_NO_CLUSTER
     client = RayServeClient(args.address, args.serve_host, args.serve_port, args.proxy_location)
     try:
         client.ensure_serve()  # imports Ray Serve LLM, connects, starts Serve if needed
@@ -143,8 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         parser.error("--listen is unix:<path>, or tcp:<host>:<port> with ARGUS_AGENT_TOKEN set")
     _exit_with_parent()
+    _exit_when_gcs_lost(args.address)
     log.info("connected to %s; listening on %s", args.address, args.listen)
-    uvicorn.run(build_app(client, token), **config)
+    uvicorn.run(build_app(client, token, args.address), **config)
     return 0
 
 

@@ -20,6 +20,7 @@ from argus.cluster.serve_client import (
 )
 
 CALL_TIMEOUT_S = 20.0  # ensure_serve imports Ray Serve LLM in a fresh agent: seconds
+PING_TIMEOUT_S = 3.0  # /readyz waits on it: a ping that takes longer is an answer too
 
 
 class AgentServeClient:
@@ -35,9 +36,11 @@ class AgentServeClient:
         else:
             self._http = httpx.Client(base_url=f"http://{where}", headers=headers, trust_env=False)
 
-    def _call(self, verb: str, body: dict[str, Any] | None = None) -> Any:
+    def _call(
+        self, verb: str, body: dict[str, Any] | None = None, timeout: float = CALL_TIMEOUT_S
+    ) -> Any:
         try:
-            r = self._http.post(f"/{verb}", json=body or {}, timeout=CALL_TIMEOUT_S)
+            r = self._http.post(f"/{verb}", json=body or {}, timeout=timeout)
         except httpx.HTTPError as e:
             raise ConnectionError(f"the Ray agent does not answer ({type(e).__name__})") from None
         if r.status_code == 422:
@@ -55,7 +58,7 @@ class AgentServeClient:
         self._call("ensure_serve")
 
     def ping(self) -> None:
-        self._call("ping")
+        self._call("ping", timeout=PING_TIMEOUT_S)
 
     def apply(self, app_name: str, models: Sequence[ModelDeployment]) -> None:
         payload = [{"model_id": m.model_id, "llm_config": m.llm_config} for m in models]

@@ -7,9 +7,28 @@ For `argus doctor`: the control loop's own driver lives in the Ray agent
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
+
+
+def tcp_answers(host: str, port: int, timeout: float = 1.0) -> bool:
+    """Something takes a TCP connection at host:port within `timeout` seconds."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def address_answers(address: str, timeout: float = 1.0) -> bool:
+    """`tcp_answers` for a `host:port` address (a GCS address); False when it is malformed."""
+    host, _, port = address.rpartition(":")
+    try:
+        return tcp_answers(host, int(port), timeout)
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)

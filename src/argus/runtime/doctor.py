@@ -23,7 +23,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-from argus.cluster.probe import RayFacts, RayProbe, RealRayProbe
+from argus.cluster.probe import RayFacts, RayProbe, RealRayProbe, tcp_answers
 from argus.cluster.serve_app import EngineMode
 from argus.config import CONFIG_ENV, ConfigError, Settings
 from argus.runtime.head import find_local_head
@@ -70,14 +70,6 @@ def exit_code(checks: list[Check]) -> int:
 
 
 # -- the boundary ---------------------------------------------------------------
-
-
-def tcp_reachable(host: str, port: int, timeout_s: float = 1.0) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
 
 
 def installed_version(distribution: str) -> str | None:
@@ -151,7 +143,7 @@ class Probes:
     """Everything the checks ask of the world; tests replace any of it."""
 
     ray: RayProbe = field(default_factory=RealRayProbe)
-    reachable: Callable[[str, int], bool] = tcp_reachable
+    reachable: Callable[[str, int], bool] = tcp_answers
     find_head: Callable[[Settings], str | None] = lambda s: (
         head.address if (head := find_local_head(s)) else None
     )

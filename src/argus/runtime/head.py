@@ -21,7 +21,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from argus.cluster.probe import address_answers
 from argus.config import HEAD_WORKER_PORTS, Settings
 
 ARGUS_ENV_PREFIX = "ARGUS_"
@@ -75,15 +75,6 @@ class LocalHead:
 def _ray_cli() -> str:
     beside = Path(sys.executable).with_name("ray")
     return str(beside) if beside.exists() else "ray"
-
-
-def reachable(address: str, timeout: float = 1.0) -> bool:
-    host, _, port = address.rpartition(":")
-    try:
-        with socket.create_connection((host, int(port)), timeout=timeout):
-            return True
-    except (OSError, ValueError):
-        return False
 
 
 def head_address(settings: Settings) -> str:
@@ -160,7 +151,7 @@ def head_command(settings: Settings) -> list[str]:
 def find_local_head(settings: Settings) -> LocalHead | None:
     """A head already answering on this argus's GCS port: the one it recorded, or another."""
     address = head_address(settings)
-    if not reachable(address):
+    if not address_answers(address):
         return None
     recorded = LocalHead.recorded(settings)
     if recorded is not None and recorded.address == address and alive(recorded.pid):
@@ -197,7 +188,7 @@ def start_local_head(settings: Settings, log: Path | None = None) -> LocalHead:
                 f"`ray start --head` exited with code {proc.returncode}; its output is in "
                 f"{log or settings.data_path / 'ray-head.log'}"
             )
-        if reachable(head.address) and _dashboard_answers(settings.ray.jobs_url):
+        if address_answers(head.address) and _dashboard_answers(settings.ray.jobs_url):
             return head
         time.sleep(0.5)
     stop_head(head)
@@ -206,7 +197,7 @@ def start_local_head(settings: Settings, log: Path | None = None) -> LocalHead:
 
 def _dashboard_answers(url: str) -> bool:
     host_port = url.split("://", 1)[-1].rstrip("/")
-    return reachable(host_port)
+    return address_answers(host_port)
 
 
 def alive(pid: int | None) -> bool:

@@ -21,13 +21,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from argus.cluster.agent import GCS_LOST_AFTER_S
+from argus.cluster.probe import address_answers
 from argus.config import Settings
 from argus.runtime.head import (
     ARGUS_ENV_PREFIX,
     LocalHead,
     RayHeadError,
     ray_env,
-    reachable,
     scrubbed_env,
     start_local_head,
 )
@@ -37,7 +38,6 @@ log = logging.getLogger(__name__)
 CHECK_EVERY_S = 0.5
 AGENT_BACKOFF_S = (0.5, 1.0, 2.0)  # short: argus reconnects within two ticks of the head
 HEAD_BACKOFF_S = (2.0, 5.0, 10.0, 30.0)
-GCS_LOST_AFTER_S = 5.0  # the agent is ended once the GCS has not answered this long
 
 
 def agent_socket(settings: Settings) -> Path:
@@ -71,7 +71,7 @@ class RaySupervisor:
     say: Callable[[str], object] = print
     start_head: Callable[[Settings], LocalHead] = start_local_head
     command: Callable[[Settings, str], list[str]] = agent_command
-    answers: Callable[[str], bool] = reachable  # the GCS port takes a connection
+    answers: Callable[[str], bool] = address_answers  # the GCS port takes a connection
     agent: subprocess.Popen[bytes] | None = None
     agent_starts: int = 0
     head_restarts: int = 0
