@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from argus.store.schema import ServeEvent, ServeModel
-from argus.store.states import HOLDING_STATES, ServeState
+from argus.store.states import HOLDING_STATES, ServeState, transition_payload
 
 MAX_OFFSET = 1_000_000_000  # far past any real list; keeps SQLite's 64-bit integers safe
 
@@ -159,9 +159,7 @@ def write_transition(
     elif clear_error:
         model.error_summary = None
     model.updated_at = now
-    body = {"from": old, "to": to.value, **(payload or {})}
-    if error_summary:
-        body["error"] = error_summary
+    body = transition_payload(old, to.value, payload, error_summary)
     append_serve_event(session, model.model_key, event_type, now, body)
     session.flush()
 

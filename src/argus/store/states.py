@@ -7,6 +7,7 @@ Which moves between them are allowed is the domain's to decide (`serving.states`
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 
 class ServeState(StrEnum):
@@ -55,3 +56,14 @@ FINISHED_TASK_STATES = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskSta
 ACTIVE_TASK_STATES = frozenset({TaskState.QUEUED, TaskState.SUBMITTED, TaskState.RUNNING})
 # Tasks whose Ray job holds (or is about to hold) its GPUs.
 TASK_HOLDING_STATES = frozenset({TaskState.SUBMITTED, TaskState.RUNNING})
+
+
+def transition_payload(
+    old: str, new: str, payload: dict[str, Any] | None, error_summary: str | None
+) -> dict[str, Any]:
+    """The body of a state change's event, the same for models and tasks: from, to, what
+    the caller adds, and the error when there is one."""
+    body: dict[str, Any] = {"from": old, "to": new, **(payload or {})}
+    if error_summary:
+        body["error"] = error_summary
+    return body

@@ -21,6 +21,7 @@ from argus.store.states import (
     FINISHED_TASK_STATES,
     TASK_HOLDING_STATES,
     TaskState,
+    transition_payload,
 )
 
 MAX_OFFSET = 1_000_000_000
@@ -191,8 +192,6 @@ def write_task_transition(
         task.cancel_requested_at = now
     if to in FINISHED_TASK_STATES and task.finished_at is None:
         task.finished_at = now
-    body: dict[str, Any] = {"from": old, "to": to.value, **(payload or {})}
-    if error_summary:
-        body["error"] = error_summary
+    body = transition_payload(old, to.value, payload, error_summary)
     append_task_event(session, task.task_id, event_type, now, body)
     session.flush()
