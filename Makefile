@@ -15,9 +15,10 @@ run: setup
 
 ## make test: ruff, mypy, then every test tier with coverage (fails under 90%).
 ## Two workers: the end-to-end tests that share one argus stack run on one, everything
-## else (the multi-node cluster, unit, integration, fuzz, browser) on the other.
+## else (the clusters of their own, unit, integration, fuzz, browser) on the other; the
+## grouping is tests/conftest.py's scheduler.
 test: setup debian lint types
-	@$(BIN)/pytest -n 2 --dist loadgroup --cov --cov-report=term -p no:cacheprovider
+	@$(BIN)/pytest -n 2 --cov --cov-report=term -p no:cacheprovider
 
 ## make check: the fast loop: lint, types, unit and integration tests (no browser, no Ray)
 check: setup lint types

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,17 +49,38 @@ def _tier(keywords: object) -> str:
     return next((t for t in TIERS if t in keywords), "unmarked")  # type: ignore[operator]
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (--dist loadgroup)
+# -- make test's two workers (pytest-xdist) ------------------------------------------------
+# The end-to-end modules that share the session's argus stack (and its demo conversion) run
+# on one worker; everything else, the modules with clusters of their own included, on the
+# other. xdist's own `--dist loadgroup` does not work with pytest 9.2 (it renames
+# `item._nodeid`, which pytest no longer reads), so the grouping is a scheduler of ours.
+OWN_CLUSTER_MODULES = frozenset({"tests/e2e/test_multinode.py", "tests/e2e/test_gcs_ft.py"})
+
+
+def worker_group(nodeid: str) -> str:
+    module = nodeid.split("::", 1)[0]
+    if module.startswith("tests/e2e/") and module not in OWN_CLUSTER_MODULES:
+        return "stack"
+    return "rest"
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class TwoGroups(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return worker_group(nodeid)
+
+    return TwoGroups(config, log)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         tier = _tier(item.keywords)
         if item.get_closest_marker("timeout") is None and tier in TIER_TIMEOUT_S:
             item.add_marker(pytest.mark.timeout(TIER_TIMEOUT_S[tier]))
-        # With `pytest -n 2 --dist loadgroup` (make test): the tests that share the one
-        # argus stack go to one worker, everything else (clusters of their own too) to the
-        # other.
-        shares_the_stack = "stack" in getattr(item, "fixturenames", ())
-        item.add_marker(pytest.mark.xdist_group("stack" if shares_the_stack else "rest"))
+        if "stack" in getattr(item, "fixturenames", ()) and worker_group(item.nodeid) != "stack":
+            raise pytest.UsageError(f"{item.nodeid} uses the shared stack: not in its group")
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
