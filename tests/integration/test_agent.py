@@ -211,6 +211,23 @@ def test_a_silent_gcs_ends_the_agent_and_an_owned_head_is_started_again(tmp_path
     sup.stop()
 
 
+def test_an_agent_of_the_old_head_ends_when_argus_starts_its_head_again(tmp_path: Path) -> None:
+    """A head back within GCS_LOST_AFTER_S: the agent never saw five silent seconds, but its
+    driver belongs to the cluster that died (measured: Serve calls hang on a dead controller)."""
+    world = World()
+    sup = supervisor(tmp_path, world, owns=True, script="import time; time.sleep(60)")
+    sup.step(0.0)
+    agent = sup.agent
+    assert agent is not None
+    world.up = False
+    sup.step(1.0)  # gone: argus starts its head at once, and the head answers at once
+    assert world.head_starts == 1 and world.up
+    assert agent.poll() is not None and sup.agent is None
+    sup.step(1.5)
+    assert sup.agent is not None and sup.agent is not agent
+    sup.stop()
+
+
 def test_someone_elses_head_is_waited_for_not_started(tmp_path: Path) -> None:
     world = World()
     world.up = False

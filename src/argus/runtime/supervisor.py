@@ -172,6 +172,10 @@ class RaySupervisor:
         self._head_failures += 1
         delay = HEAD_BACKOFF_S[min(self._head_failures, len(HEAD_BACKOFF_S)) - 1]
         self._next_head_at = now + delay
+        # A head started again is a new cluster: an agent still connected to the old one
+        # would hang in every Serve call, and a head back within GCS_LOST_AFTER_S never
+        # lets that end it.
+        self._end_agent()
         self.say("argus: starting the local Ray head again")
         try:
             head = self.start_head(self.settings)
