@@ -98,3 +98,16 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         if tier in _tier_seconds
     ]
     terminalreporter.write_line("tier times: " + ", ".join(parts))
+
+
+def _head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    from argus.store.db import alembic_config
+
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+HEAD_REVISION = _head_revision()  # the newest migration: what a migrated store is at

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from argus.cluster.job_client import JobInfo, JobStatus, JobSubmission
 from argus.cluster.placement import node_fits, take
@@ -48,6 +49,7 @@ class FakeServeClient:
     apply_error: str | None = None
     refuse: dict[str, str] = field(default_factory=dict)  # model id suffix -> Ray's reason
     held: dict[str, dict[str, float]] = field(default_factory=dict)  # node -> held by jobs
+    gate: dict[str, Any] = field(default_factory=dict)  # the access table last applied
 
     # -- the protocol ---------------------------------------------------------
     def ensure_serve(self) -> None:
@@ -57,11 +59,12 @@ class FakeServeClient:
     def ping(self) -> None:
         self._check()
 
-    def apply(self, app_name: str, models: Sequence[ModelDeployment]) -> None:
+    def apply(self, app_name: str, models: Sequence[ModelDeployment], gate: dict[str, Any]) -> None:
         self._check()
         if self.apply_error:
             raise RuntimeError(self.apply_error)
         self.apply_calls.append(sorted(m.model_id for m in models))
+        self.gate = gate
         self.app_name = app_name
         wanted = {deployment_name(m.model_id): m for m in models}
         for name in list(self.deployments):

@@ -9,10 +9,17 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 from argus.cluster.serve_app import EngineMode
 from argus.quotas import Quota
@@ -129,10 +136,21 @@ class RaySettings(_Section):
         return self.dashboard_url or f"http://127.0.0.1:{self.dashboard_port}"
 
 
+ORIGIN_PATTERN = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$"
+
+
 class ServeSettings(_Section):
     http_host: str = Field("127.0.0.1", description="Ray Serve HTTP proxy host.")
     http_port: int = Field(8000, ge=1, le=65535, description="Ray Serve HTTP (OpenAI) port.")
     proxy_location: Literal["HeadOnly", "EveryNode", "Disabled"] = "HeadOnly"
+    cors_origins: list[Annotated[str, StringConstraints(pattern=ORIGIN_PATTERN)]] = Field(
+        default_factory=list,
+        max_length=64,
+        description=(
+            "Web origins (scheme://host[:port]) whose pages may call the OpenAI endpoint "
+            "from a browser; empty: none."
+        ),
+    )
 
 
 class LLMSettings(_Section):

@@ -45,6 +45,7 @@ def model_view(model: ServeModel, cluster: dict[str, object] | None = None) -> d
         "gpus_per_replica": spec.get("gpus_per_replica"),
         "gpus": model.gpus,
         "model_source": spec.get("model_source"),
+        "access": spec.get("access", "private"),  # who else may call it on :8000
         "cluster_unreachable_since": cluster.get("unreachable_since") if cluster else None,
         "created_at": model.created_at.isoformat(),
         "updated_at": model.updated_at.isoformat(),

@@ -298,8 +298,11 @@ class Stack:
             time.sleep(0.5)
         raise AssertionError(f"task not {state}: {got.get('task')} {got.get('events')}")
 
-    def openai(self) -> OpenAI:
-        return OpenAI(base_url=self.openai_url, api_key="unused", max_retries=0, timeout=120)
+    def openai(self, key: str | None = None) -> OpenAI:
+        """The official client with a key (alice's token unless another is given)."""
+        return OpenAI(
+            base_url=self.openai_url, api_key=key or self.token, max_retries=0, timeout=120
+        )
 
     def chat(self, model_id: str, question: str = "What is the capital of France?") -> str:
         reply = self.openai().chat.completions.create(

@@ -66,7 +66,7 @@ class Chats:
 
     def _run(self) -> None:
         client = openai.OpenAI(
-            base_url=self.stack.openai_url, api_key="unused", max_retries=0, timeout=15
+            base_url=self.stack.openai_url, api_key=self.stack.token, max_retries=0, timeout=15
         )
         while not self._stop.is_set():
             try:

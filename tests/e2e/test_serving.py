@@ -100,7 +100,7 @@ def test_a_second_users_model_scales_in_place_is_suspended_with_its_owner_and_co
         assert pid in stack.settled_pids(model_id, 2)
         r = stack.call("PATCH", f"/api/v2/serve/models/{key}", dave, json={"num_replicas": 1})
         stack.wait(key, "RUNNING", ready=1, timeout=300)
-        assert {first, model_id} <= {m.id for m in stack.openai().models.list()}
+        assert {first, model_id} <= {m.id for m in stack.openai(stack.admin).models.list()}
         stack.wait_task(task_id, "RUNNING", timeout=120)
 
         # Disabling dave stops his use of the cluster at once.
@@ -110,7 +110,7 @@ def test_a_second_users_model_scales_in_place_is_suspended_with_its_owner_and_co
         assert stack.model(key)["model"]["state"] == "SUSPENDED"
         assert stack.wait_task(task_id, "CANCELED", timeout=120)["ray_job"]["status"] == "STOPPED"
         deadline = time.monotonic() + 120
-        while model_id in [m.id for m in stack.openai().models.list()]:
+        while model_id in [m.id for m in stack.openai(stack.admin).models.list()]:
             assert time.monotonic() < deadline, "the suspended model is still served"
             time.sleep(1)
         stack.settled_pids(model_id, 0)
@@ -118,14 +118,14 @@ def test_a_second_users_model_scales_in_place_is_suspended_with_its_owner_and_co
         r = stack.call("PATCH", "/api/v2/users/dave", stack.admin, json={"disabled": False})
         assert r.status_code == 200
         stack.wait(key, "RUNNING", timeout=600)
-        reply = stack.openai().chat.completions.create(
+        reply = stack.openai(dave).chat.completions.create(
             model=model_id, max_tokens=4, messages=[{"role": "user", "content": "hi"}]
         )
         assert reply.choices
         stack.delete(key)
     assert caller.failures == [] and caller.ok > 5
     assert stack.replica_pids(first) == pids
-    assert model_id not in [m.id for m in stack.openai().models.list()]
+    assert model_id not in [m.id for m in stack.openai(stack.admin).models.list()]
     events = [e["event_type"] for e in reversed(stack.model(key)["events"])]
     assert events[3:8] == ["SCALED", "SCALE_APPLIED", "READY", "SCALED", "SCALE_APPLIED"]
     assert events[-6:] == [
@@ -160,7 +160,7 @@ def test_a_broken_model_fails_alone_with_its_reason(stack: Stack, smol: tuple[st
     assert caller.failures == [] and caller.ok > 0
     assert stack.replica_pids(smol[1]) == pids
     assert stack.model(smol[0])["model"]["state"] == "RUNNING"
-    assert posted["model_id"] not in [m.id for m in stack.openai().models.list()]
+    assert posted["model_id"] not in [m.id for m in stack.openai(stack.admin).models.list()]
     stack.delete(posted["model_key"])
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from argus.cluster.ray_client import pin_versions
+from argus.cluster.ray_client import build
 from argus.cluster.serve_app import (
     INGRESS_DEPLOYMENT,
     LLM_GRACEFUL_SHUTDOWN_S,
@@ -18,6 +18,7 @@ from argus.cluster.serve_app import (
     ingress_version,
     llm_server_version,
 )
+from argus.cluster.serve_client import ModelDeployment
 from argus.serving.llm_config import EngineSettings, build_llm_config
 from argus.serving.spec import ResolvedServingSpec
 from tests.e2e.conftest import Stack
@@ -28,7 +29,6 @@ pytestmark = pytest.mark.e2e
 def test_built_app_keeps_the_pinned_versions(stack: Stack) -> None:
     import ray
     from ray.serve._private.build_app import build_app
-    from ray.serve.llm import LLMConfig, build_openai_app
 
     engine = EngineSettings(EngineMode.CPU, None, 1, "/hf")
     spec = ResolvedServingSpec.from_stored(
@@ -42,10 +42,8 @@ def test_built_app_keeps_the_pinned_versions(stack: Stack) -> None:
     )
     configs = {m: build_llm_config(m, spec, engine) for m in ("u-1-a", "u-1-Qwen2.5")}
     try:
-        app = build_openai_app(
-            {"llm_configs": [LLMConfig.model_validate(c) for c in configs.values()]}
-        )
-        pin_versions(app, {m: llm_server_version(c) for m, c in configs.items()})
+        gate = {"principals": {}, "models": {m: {"owner": "u"} for m in configs}}
+        app = build([ModelDeployment(m, c) for m, c in configs.items()], gate)
         built = build_app(app, name="argus-llm", make_deployment_handle=lambda d, a: None)
         versions = {d.name: d._version for d in built.deployments}
         assert versions == {
@@ -54,7 +52,9 @@ def test_built_app_keeps_the_pinned_versions(stack: Stack) -> None:
             INGRESS_DEPLOYMENT: ingress_version(list(configs)),
         }
         for d in built.deployments:
-            if d.name != INGRESS_DEPLOYMENT:
+            if d.name == INGRESS_DEPLOYMENT:
+                assert d._deployment_config.user_config == gate  # reconfigured in place
+            else:
                 assert d._deployment_config.num_replicas == 2
                 assert d._deployment_config.graceful_shutdown_timeout_s == LLM_GRACEFUL_SHUTDOWN_S
     finally:
@@ -84,7 +84,7 @@ def test_ray_serve_client_reports_the_live_app(stack: Stack, smol: tuple[str, st
         assert not any("_group_" in k for k in node.available)
         assert client.observe("no-such-app").app_status is None
         with pytest.raises(ApplyError) as e:
-            client.apply("argus-llm", [ModelDeployment("bad", {"model_loading_config": 5})])
+            client.apply("argus-llm", [ModelDeployment("bad", {"model_loading_config": 5})], {})
         assert e.value.model_id == "bad"
         assert client.observe("argus-llm").app_status == "RUNNING"  # untouched
     finally:

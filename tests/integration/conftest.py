@@ -15,6 +15,7 @@ from argus.config import Settings
 from argus.runtime.bootstrap import build_context
 from argus.web import create_app
 from tests.conftest import ADMIN_TOKEN, make_model_folder, make_settings
+from tests.fake_cluster import FakeServeClient
 
 
 class FakeRayProbe:
@@ -95,6 +96,12 @@ def api_factory(tmp_path: Path) -> Iterator[Callable[..., Api]]:
     for api in made:
         api.client.close()
         api.ctx.db.dispose()
+
+
+@pytest.fixture
+def fake() -> FakeServeClient:
+    """The steppable stand-in for Ray Serve a test's reconciler drives."""
+    return FakeServeClient()
 
 
 @pytest.fixture

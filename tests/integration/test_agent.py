@@ -58,8 +58,9 @@ def test_every_call_crosses_as_json(agent: tuple[AgentServeClient, FakeServeClie
     client.ensure_serve()
     client.ping()
     assert fake.serve_started
-    client.apply("app", [ModelDeployment("u-1-a", CONFIG)])
-    assert fake.apply_calls == [["u-1-a"]]
+    gate = {"principals": {"ab" * 32: {"user": "u", "admin": False, "models": None}}}
+    client.apply("app", [ModelDeployment("u-1-a", CONFIG)], gate)
+    assert fake.apply_calls == [["u-1-a"]] and fake.gate == gate
     fake.set_ready("u-1-a")
     seen = client.observe("app")
     assert seen == fake.observe("app")  # the same values on both sides, nothing lost
@@ -72,12 +73,12 @@ def test_every_call_crosses_as_json(agent: tuple[AgentServeClient, FakeServeClie
 def test_a_refused_config_names_its_model(agent: tuple[AgentServeClient, FakeServeClient]) -> None:
     client, fake = agent
 
-    def refuse(app_name: str, models: object) -> None:
+    def refuse(app_name: str, models: object, gate: object) -> None:
         raise ApplyError("invalid LLMConfig: no", "u-1-bad")
 
     fake.apply = refuse  # type: ignore[method-assign]
     with pytest.raises(ApplyError) as e:
-        client.apply("app", [ModelDeployment("u-1-bad", CONFIG)])
+        client.apply("app", [ModelDeployment("u-1-bad", CONFIG)], {})
     assert e.value.model_id == "u-1-bad"
 
 

@@ -21,7 +21,7 @@ from argus.store.backup import (
     sqlite_file,
 )
 from argus.store.db import Database
-from tests.conftest import spec_yaml
+from tests.conftest import HEAD_REVISION, spec_yaml
 from tests.fake_cluster import FakeServeClient
 from tests.integration.conftest import Api
 
@@ -51,7 +51,7 @@ def test_a_backup_is_one_self_contained_private_file(api: Api, tmp_path: Path) -
     dest = tmp_path / "argus-backup.db"
     result = backup_database(api.settings.database_url, dest)
     assert result.path == dest and result.size_bytes == dest.stat().st_size
-    assert result.facts.revision == "0004"
+    assert result.facts.revision == HEAD_REVISION
     assert result.facts.models == {"QUEUED": 1}
     assert result.facts.users == 2  # the admin and alice
     assert stat.S_IMODE(dest.stat().st_mode) == 0o600  # it holds the token hashes
@@ -102,7 +102,7 @@ def test_a_backup_never_overwrites_unless_forced(api: Api, tmp_path: Path) -> No
         backup_database(api.settings.database_url, dest)
     assert dest.read_text() == "precious"
     backup_database(api.settings.database_url, dest, force=True)
-    assert inspect_database(dest).revision == "0004"
+    assert inspect_database(dest).revision == HEAD_REVISION
     with pytest.raises(BackupError, match="is a folder"):
         backup_database(api.settings.database_url, tmp_path)
     with pytest.raises(BackupError, match="does not exist"):

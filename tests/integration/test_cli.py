@@ -140,8 +140,18 @@ def test_serve_commands_as_a_user(env: dict[str, str], server: None, tmp_path: P
     assert "OpenAI base URL: http://127.0.0.1:8000/v1" in out
     code, out = run(user_env, "serve", "scale", posted["model_key"], "3")
     assert code == 0 and json.loads(out)["target_replicas"] == 3
+    code, out = run(user_env, "serve", "share", posted["model_key"], "--with", "bob")
+    assert code == 0, out
+    code, out = run(user_env, "serve", "share", posted["model_key"], "--private", "--all-users")
+    assert code == 2 and "exactly one of" in out
     code, out = run(user_env, "serve", "get", posted["model_key"])
-    assert [e["event_type"] for e in reversed(json.loads(out)["events"])] == ["CREATED", "SCALED"]
+    got = json.loads(out)
+    assert [e["event_type"] for e in reversed(got["events"])] == [
+        "CREATED",
+        "SCALED",
+        "ACCESS_CHANGED",
+    ]
+    assert got["model"]["access"] == {"users": ["bob"]}
     code, out = run(user_env, "serve", "delete", posted["model_key"])
     assert code == 0 and json.loads(out)["state"] == "DELETING"
     spec.write_text("model_id: x\nmodel_source: /etc\n")
@@ -155,6 +165,25 @@ def test_a_new_data_directory_is_private(env: dict[str, str]) -> None:
     code, out = run(env, "admin", "user", "list", "--offline")
     assert code == 0, out
     assert Path(env["ARGUS_DATA_DIR"]).stat().st_mode & 0o777 == 0o700
+
+
+def test_key_commands_as_a_user(env: dict[str, str], server: None) -> None:
+    run(env, "admin", "user", "create", "alice")
+    code, out = run(env, "admin", "token", "issue", "alice")
+    user_env = {**env, "ARGUS_TOKEN": json.loads(out)["token"]}
+    code, out = run(user_env, "key", "create", "laptop", "--expires-at", "2030-01-01T00:00:00Z")
+    assert code == 0, out
+    made = json.loads(out)
+    assert made["key"].startswith("argus_key_") and "only time" in made["note"]
+    code, out = run(user_env, "key", "ls")
+    assert code == 0 and made["key_id"] in out and "live" in out and "2030-01-01" in out
+    assert made["key"] not in out
+    code, out = run(user_env, "key", "create", "x", "--model", "carol-202611281200-big")
+    assert code == 1 and "no model" in out
+    code, out = run(user_env, "key", "revoke", made["key_id"])
+    assert code == 0 and json.loads(out)["state"] == "revoked"
+    code, out = run(env, "key", "ls")  # the admin's list: everyone's
+    assert "alice" in out and "revoked" in out
 
 
 def test_task_commands_as_a_user(env: dict[str, str], server: None, tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from argus.cli.main import app
 from argus.cluster.probe import tcp_answers
 from argus.runtime import doctor
 from argus.runtime.server import RunState
-from tests.conftest import ADMIN_TOKEN, make_settings
+from tests.conftest import ADMIN_TOKEN, HEAD_REVISION, make_settings
 from tests.unit.test_doctor import probes
 
 pytestmark = pytest.mark.integration
@@ -56,7 +56,10 @@ def test_backup_then_restore(env: dict[str, str], tmp_path: Path) -> None:
     assert users(env) == ["admin", "alice", "bob"]
     code, out = run(env, "admin", "restore", str(backup))
     assert code == 0, out
-    assert "schema 0004 -> 0004" in out and "kept the replaced database as" in out
+    assert (
+        f"schema {HEAD_REVISION} -> {HEAD_REVISION}" in out
+        and "kept the replaced database as" in out
+    )
     assert "argus up" in out
     assert users(env) == ["admin", "alice"]
 

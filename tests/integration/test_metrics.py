@@ -63,11 +63,6 @@ def post(api: Api, token: str, suffix: str) -> str:
 
 
 @pytest.fixture
-def fake() -> FakeServeClient:
-    return FakeServeClient()
-
-
-@pytest.fixture
 def rec(api: Api, fake: FakeServeClient) -> ControlLoop:
     """The reconciler made before the app, as `argus up` does, so the app follows its ticks."""
     r = build_loop(api.settings, api.ctx.db, fake)

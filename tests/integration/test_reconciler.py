@@ -28,11 +28,6 @@ class Clock:
 
 
 @pytest.fixture
-def fake() -> FakeServeClient:
-    return FakeServeClient()
-
-
-@pytest.fixture
 def rec(api: Api, fake: FakeServeClient) -> ControlLoop:
     r = build_loop(api.settings, api.ctx.db, fake)
     r.clock = lambda: datetime.now(UTC)
@@ -323,13 +318,13 @@ def test_a_config_ray_refuses_fails_its_model_alone(
     bad = post(api, alice, "bad")
     real_apply = fake.apply
 
-    def refuse_bad(app_name: str, models: object) -> None:
+    def refuse_bad(app_name: str, models: object, gate: dict[str, object]) -> None:
         ids = [m.model_id for m in models]  # type: ignore[attr-defined]
         if "alice-202611281200-bad" in ids:
             raise ApplyError(
                 "invalid LLMConfig: accelerator_type: no such type", "alice-202611281200-bad"
             )
-        real_apply(app_name, models)  # type: ignore[arg-type]
+        real_apply(app_name, models, gate)  # type: ignore[arg-type]
 
     fake.apply = refuse_bad  # type: ignore[method-assign]
     rec.tick()

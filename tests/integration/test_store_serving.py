@@ -21,7 +21,7 @@ from argus.store import serving as store
 from argus.store.db import Database
 from argus.store.schema import ServeModel
 from argus.store.users import create_user
-from tests.conftest import make_model_folder
+from tests.conftest import HEAD_REVISION, make_model_folder
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -91,7 +91,7 @@ def test_pragmas(ctx: control.ServingContext, db: Database) -> None:
 def test_migrate_is_idempotent(ctx: control.ServingContext, db: Database) -> None:
     db.migrate()
     with db.engine.connect() as c:
-        assert c.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"
+        assert c.execute(text("SELECT version_num FROM alembic_version")).scalar() == HEAD_REVISION
 
 
 def test_create_then_update_in_place(ctx: control.ServingContext, db: Database) -> None:

@@ -151,6 +151,7 @@ def test_every_page_redirects_to_login_without_the_cookie(
         f"/ui/serving/{alice_model}",
         "/ui/admin/users",
         "/ui/admin/cluster",
+        "/ui/keys",
     ]
     for path in pages:
         r = get(api, path)

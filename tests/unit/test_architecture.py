@@ -23,7 +23,7 @@ LAYERS: list[set[str]] = [
     {"config", "demo"},
     {"store"},
     {"serving", "training", "views"},
-    {"accounts"},
+    {"accounts", "keys"},
     {"api"},
     {"ui"},
     {"web"},

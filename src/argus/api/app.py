@@ -9,7 +9,7 @@ from argus.api.deps import AppContext
 from argus.api.errors import install_error_handlers
 from argus.api.limits import BodyLimitMiddleware
 from argus.api.metrics import install_metrics
-from argus.api.routes import health, metrics, serve_models, tasks, users
+from argus.api.routes import health, keys, metrics, serve_models, tasks, users
 
 DESCRIPTION = """
 Serve LLMs for many users on a Ray cluster. Post a YAML spec, watch the model go
@@ -19,7 +19,8 @@ QUEUED → DEPLOYING → RUNNING, then call it with any OpenAI client at the
 Every `/api/v2` route needs `Authorization: Bearer <token>`. Every error comes as
 `{"error": {"code", "message", "details"}}`; a body larger than the route takes is a 413
 before it is read.
-**The OpenAI endpoint on port 8000 has no authentication**: keep it on a trusted network.
+The OpenAI endpoint on port 8000 takes a token or an inference key (`/api/v2/keys`) as
+`Authorization: Bearer`, and answers each caller for the models it may call.
 """
 
 
@@ -30,6 +31,7 @@ def build_api(ctx: AppContext) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(users.router)
+    app.include_router(keys.router)
     app.include_router(serve_models.router)
     app.include_router(tasks.router)
     app.include_router(metrics.router)

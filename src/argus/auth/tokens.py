@@ -35,6 +35,17 @@ def issue_token() -> IssuedToken:
     return IssuedToken(token_id=token_id, token=token, token_hash=hash_token(token))
 
 
+KEY_PREFIX = "argus_key"
+
+
+def issue_key() -> IssuedToken:
+    """An inference key: `argus_key_<key_id>_<secret>`, for the OpenAI endpoint only (the
+    argus API refuses it: it is no token)."""
+    key_id = secrets.token_hex(6)
+    key = f"{KEY_PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
+    return IssuedToken(token_id=key_id, token=key, token_hash=hash_token(key))
+
+
 def parse_token_id(token: str) -> str | None:
     """The token_id inside a well-formed user token, or None."""
     match = _TOKEN_RE.fullmatch(token)

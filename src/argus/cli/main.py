@@ -15,6 +15,7 @@ from argus.cli.common import fail as _fail
 from argus.cli.common import print_json as _print
 from argus.cli.common import settings as _settings
 from argus.cli.common import user_call as _user_call
+from argus.cli.keys import key_app
 from argus.cli.tasks import task_app
 from argus.config import load_settings
 from argus.errors import ArgusError
@@ -40,6 +41,7 @@ serve_app = typer.Typer(
 app.add_typer(models_app, name="models")
 app.add_typer(serve_app, name="serve")
 app.add_typer(task_app, name="task")
+app.add_typer(key_app, name="key")
 app.add_typer(admin_app, name="admin")
 admin_app.add_typer(user_app, name="user")
 admin_app.add_typer(token_app, name="token")
@@ -357,6 +359,28 @@ def serve_scale(model_key: str, replicas: int) -> None:
         _user_call(
             lambda c: c.request(
                 "PATCH", f"/api/v2/serve/models/{model_key}", json={"num_replicas": replicas}
+            )
+        )
+    )
+
+
+@serve_app.command("share")
+def serve_share(
+    model_key: str,
+    with_users: Annotated[
+        list[str] | None, typer.Option("--with", help="A user who may call it (repeatable).")
+    ] = None,
+    all_users: Annotated[bool, typer.Option("--all-users", help="Every user may call it.")] = False,
+    private: Annotated[bool, typer.Option("--private", help="Only you (and the admin).")] = False,
+) -> None:
+    """Say who else may call a model on the OpenAI endpoint; nothing restarts."""
+    if sum((bool(with_users), all_users, private)) != 1:
+        raise typer.BadParameter("give exactly one of --with USER..., --all-users, --private")
+    access: object = "all-users" if all_users else "private" if private else {"users": with_users}
+    _print(
+        _user_call(
+            lambda c: c.request(
+                "PATCH", f"/api/v2/serve/models/{model_key}", json={"access": access}
             )
         )
     )

@@ -107,7 +107,7 @@ def _dispatch(client: ServeClient, verb: str, body: dict[str, Any]) -> Any:
         return observation_to_json(client.observe(str(body["app_name"])))
     if verb == "apply":
         models = [ModelDeployment(m["model_id"], m["llm_config"]) for m in body["models"]]
-        client.apply(str(body["app_name"]), models)
+        client.apply(str(body["app_name"]), models, dict(body["gate"]))
         return {}
     if verb == "delete_app":
         client.delete_app(str(body["app_name"]))

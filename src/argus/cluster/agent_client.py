@@ -60,9 +60,9 @@ class AgentServeClient:
     def ping(self) -> None:
         self._call("ping", timeout=PING_TIMEOUT_S)
 
-    def apply(self, app_name: str, models: Sequence[ModelDeployment]) -> None:
+    def apply(self, app_name: str, models: Sequence[ModelDeployment], gate: dict[str, Any]) -> None:
         payload = [{"model_id": m.model_id, "llm_config": m.llm_config} for m in models]
-        self._call("apply", {"app_name": app_name, "models": payload})
+        self._call("apply", {"app_name": app_name, "models": payload, "gate": gate})
 
     def check(self, models: Sequence[ModelDeployment]) -> dict[str, str]:
         payload = [{"model_id": m.model_id, "llm_config": m.llm_config} for m in models]

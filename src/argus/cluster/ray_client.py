@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from argus.cluster.serve_app import (
+    INGRESS_DEPLOYMENT,
     INGRESS_GRACEFUL_SHUTDOWN_S,
     ingress_version,
     llm_server_version,
@@ -91,26 +92,10 @@ class RayServeClient:
             ray.shutdown()
 
     # -- the app ------------------------------------------------------------------
-    def apply(self, app_name: str, models: Sequence[ModelDeployment]) -> None:
+    def apply(self, app_name: str, models: Sequence[ModelDeployment], gate: dict[str, Any]) -> None:
         from ray import serve
-        from ray.serve.llm import LLMConfig, build_openai_app
 
-        configs = []
-        for m in models:
-            try:
-                configs.append(LLMConfig.model_validate(m.llm_config))
-            except Exception as e:
-                raise ApplyError(f"invalid LLMConfig: {e}", m.model_id) from e
-        app = build_openai_app(
-            {
-                "llm_configs": configs,
-                "ingress_deployment_config": {
-                    "graceful_shutdown_timeout_s": INGRESS_GRACEFUL_SHUTDOWN_S
-                },
-            }
-        )
-        pin_versions(app, {m.model_id: llm_server_version(m.llm_config) for m in models})
-        serve._run(app, name=app_name, route_prefix="/", _blocking=False)
+        serve._run(build(models, gate), name=app_name, route_prefix="/", _blocking=False)
 
     def check(self, models: Sequence[ModelDeployment]) -> dict[str, str]:
         from ray.serve.llm import LLMConfig
@@ -159,6 +144,34 @@ class RayServeClient:
         import ray
 
         return dict(ray.cluster_resources())  # type: ignore[no-untyped-call]
+
+
+def build(models: Sequence[ModelDeployment], gate: dict[str, Any]) -> Any:
+    """The one app: Ray Serve LLM's, with argus's ingress (keys, access) and stable versions."""
+    from ray.serve.llm import LLMConfig, build_openai_app
+
+    from argus.cluster.ingress import ArgusIngress
+
+    configs = []
+    for m in models:
+        try:
+            configs.append(LLMConfig.model_validate(m.llm_config))
+        except Exception as e:
+            raise ApplyError(f"invalid LLMConfig: {e}", m.model_id) from e
+    app = build_openai_app(
+        {
+            "llm_configs": configs,
+            "ingress_cls_config": {"ingress_cls": ArgusIngress},
+            "ingress_deployment_config": {
+                # Ray names the deployment after the class; argus keeps Ray's name.
+                "name": INGRESS_DEPLOYMENT,
+                "graceful_shutdown_timeout_s": INGRESS_GRACEFUL_SHUTDOWN_S,
+                "user_config": gate,
+            },
+        }
+    )
+    pin_versions(app, {m.model_id: llm_server_version(m.llm_config) for m in models})
+    return app
 
 
 def pin_versions(app: Any, versions: dict[str, str]) -> None:

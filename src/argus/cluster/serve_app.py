@@ -54,6 +54,11 @@ def llm_server_version(llm_config: dict[str, Any]) -> str:
     return digest(without_count)
 
 
+# argus's ingress code (`argus.cluster.ingress`): a new revision replaces the ingress once.
+INGRESS_REVISION = "argus-gate-1"
+
+
 def ingress_version(model_ids: list[str]) -> str:
-    """The ingress changes only when the set of models it routes to changes."""
-    return digest(sorted(model_ids))
+    """The ingress changes only when the set of models it routes to (or its code) changes;
+    who may call what is its `user_config`, reconfigured in place."""
+    return digest([INGRESS_REVISION, sorted(model_ids)])

@@ -68,9 +68,11 @@ class ServeClient(Protocol):
     def ping(self) -> None:
         """Raise if the Ray cluster cannot be reached."""
 
-    def apply(self, app_name: str, models: Sequence[ModelDeployment]) -> None:
+    def apply(self, app_name: str, models: Sequence[ModelDeployment], gate: dict[str, Any]) -> None:
         """Deploy the app with exactly these models; returns without waiting for it.
 
+        `gate` is who may call which model (`argus.cluster.access`): the ingress's
+        `user_config`, so a change of it alone reconfigures the ingress in place.
         Raises ApplyError naming the model whose config Ray Serve LLM refuses."""
 
     def delete_app(self, app_name: str) -> None:

@@ -128,6 +128,8 @@ def build_loop(
         app_name=settings.serving.app_name,
         storage_root=settings.storage_root,
         clock=utcnow,
+        admin_token_hash=hash_token(ensure_admin_token(settings).token),
+        cors_origins=tuple(settings.serving.serve.cors_origins),
     )
     interval = settings.serving.reconcile_interval_s
     status = ClusterStatus(settings.serving.app_name, interval, tasks)
@@ -162,6 +164,7 @@ def build_context(
         ),
         quotas=settings.quotas.as_quota(),
         chat_url=chat_url(settings.serving.serve.http_host, settings.serving.serve.http_port),
+        chat_key=admin.token,
         engine=engine_settings(settings),
         check=check,
     )

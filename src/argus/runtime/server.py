@@ -71,7 +71,7 @@ def banner(settings: Settings, admin_source: str) -> str:
             f"  UI:              {api}/ui",
             f"  API:             {api}/api/v2   (reference: {api}/docs)",
             f"  OpenAI base URL: {settings.openai_base_url}",
-            "                   (no auth on this port: keep it on a trusted network)",
+            "                   (every call carries a key: a token, or `argus key create`)",
             f"  Admin token:     {admin_source}",
             "  Try:",
             f'    curl -H "Authorization: Bearer {token_hint}" {api}/api/v2/me',

@@ -32,7 +32,7 @@ def chat_url(http_host: str, http_port: int) -> str:
     return f"http://{host}:{http_port}/v1/chat/completions"
 
 
-def ask(url: str, model_id: str, message: str, timeout_s: float = TIMEOUT_S) -> Answer:
+def ask(url: str, key: str, model_id: str, message: str, timeout_s: float = TIMEOUT_S) -> Answer:
     """The model's reply; BadGateway or GatewayTimeout when it does not give one."""
     request = {
         "model": model_id,
@@ -42,7 +42,7 @@ def ask(url: str, model_id: str, message: str, timeout_s: float = TIMEOUT_S) -> 
     try:
         # trust_env off: the endpoint is local, never to be sent through a proxy.
         with httpx.Client(timeout=timeout_s, trust_env=False) as client:
-            reply = client.post(url, json=request)
+            reply = client.post(url, json=request, headers={"Authorization": f"Bearer {key}"})
     except httpx.TimeoutException:
         raise GatewayTimeout(f"the model did not answer within {timeout_s:g} s") from None
     except httpx.HTTPError as e:

@@ -28,9 +28,12 @@ from argus.serving import chat
 from argus.serving.chat import Answer
 from argus.serving.llm_config import EngineSettings, build_llm_config
 from argus.serving.spec import (
+    Access,
     ResolvedServingSpec,
     SpecLimits,
+    access_of,
     limit_errors,
+    stored_access,
     validate_spec,
 )
 from argus.serving.states import Trigger, next_state, transition
@@ -58,6 +61,7 @@ class ServingContext:
     limits: SpecLimits
     quotas: Quota  # the defaults; the admin may set a user's own
     chat_url: str = ""  # the OpenAI chat endpoint as argus reaches it ("try it")
+    chat_key: str = ""  # what argus calls it with: the admin token (the owner is checked here)
     engine: EngineSettings | None = None
     # Ray Serve LLM's own check of the LLMConfig a spec becomes (through the Ray agent);
     # None, or a cluster that does not answer: the check happens when it is applied.
@@ -298,6 +302,37 @@ def scale(
         return model
 
 
+def parse_access(raw: Any) -> Access:
+    try:
+        return access_of(raw)
+    except ValueError as e:
+        raise invalid([FieldError("access", str(e))]) from None
+
+
+def set_access(
+    ctx: ServingContext, caller: Principal, model_key: str, wanted: Access, now: datetime
+) -> ServeModel:
+    """Who else may call the model; the gate changes, the model's replicas do not."""
+    owned = get_owned(ctx, caller, model_key)
+    with ctx.db.write() as s:
+        model = store.get_serve_model(s, owned.model_key)
+        assert model is not None
+        _refuse_if_ended(model, "share")
+        spec = _stored_spec(model).with_access(wanted)
+        if model.resolved_spec == spec.stored():
+            return model
+        before = model.resolved_spec.get("access", "private")
+        model.resolved_spec = spec.stored()
+        transition(
+            s,
+            model,
+            Trigger.ACCESS_CHANGED,
+            now,
+            payload={"from": before, "to": stored_access(wanted), "by": caller.user_id},
+        )
+        return model
+
+
 def delete(ctx: ServingContext, caller: Principal, model_key: str, now: datetime) -> ServeModel:
     owned = get_owned(ctx, caller, model_key)
     with ctx.db.write() as s:
@@ -324,8 +359,8 @@ def _refuse_if_ended(model: ServeModel, verb: str) -> None:
             f"model {model.model_id} is DELETED and cannot be changed; "
             f"post its spec again to serve it under a new id"
         )
-    if verb == "scale" and model.state == ServeState.DELETING.value:
-        raise Conflict(f"model {model.model_id} is being deleted; it cannot be scaled")
+    if verb in ("scale", "share") and model.state == ServeState.DELETING.value:
+        raise Conflict(f"model {model.model_id} is being deleted; it cannot be changed")
     if verb == "scale" and model.state == ServeState.SUSPENDED.value:
         raise Conflict(f"model {model.model_id} is suspended with its owner; enable them first")
 
@@ -340,7 +375,7 @@ def try_chat(ctx: ServingContext, caller: Principal, model_key: str, message: st
         raise invalid([FieldError("message", f"keep it under {TRY_MAX_CHARS} characters")])
     if model.state != ServeState.RUNNING.value:
         raise Conflict(f"model is not RUNNING yet (it is {model.state})")
-    return chat.ask(ctx.chat_url, model.model_id, message)
+    return chat.ask(ctx.chat_url, ctx.chat_key, model.model_id, message)
 
 
 def resolved_spec_yaml(model: ServeModel) -> str:

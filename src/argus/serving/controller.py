@@ -1,7 +1,8 @@
 """The serving side of each control-loop tick: stored models in, one Serve app out.
 
 `step()` reads the live models (each spec read back through its typed model, each model
-folder that is about to be applied checked against the jail again), asks `plan()` what
+folder that is about to be applied checked against the jail again) and who may call
+them (`serving.gate`: a change of it alone applies the app again), asks `plan()` what
 to do with what the loop observed, applies it (at most one `apply` or `delete_app`,
 never waiting for a deployment), then records the state changes and their events in one
 transaction. It writes only what changed, so an idle cluster costs one read per tick.
@@ -14,8 +15,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from argus.cluster.serve_client import ApplyError, ServeClient, ServeObservation
+from argus.serving.gate import build_gate
 from argus.serving.llm_config import EngineSettings
 from argus.serving.plan import Change, LastApply, ModelRecord, Plan, plan
 from argus.serving.spec import ResolvedServingSpec
@@ -41,16 +44,18 @@ class ServingController:
     storage_root: Path
     clock: Callable[[], datetime]
     last_apply: LastApply | None = None
+    admin_token_hash: str = ""  # the admin token may call every model
+    cors_origins: tuple[str, ...] = ()  # the web origins allowed to call :8000
 
     def step(
         self, observed: ServeObservation, now: float, claims: Sequence[dict[str, float]] = ()
     ) -> Plan:
-        records = self.load()
-        decided = plan(records, observed, self.last_apply, self.engine, now, claims)
+        records, gate = self.load()
+        decided = plan(records, observed, self.last_apply, self.engine, now, claims, gate)
         changes = list(decided.changes)
         if decided.apply:
             try:
-                self.client.apply(self.app_name, decided.app)
+                self.client.apply(self.app_name, decided.app, gate)
                 self.last_apply = LastApply(now, decided.app_hash, decided.versions)
             except ApplyError as e:
                 if e.model_id is None:
@@ -76,11 +81,13 @@ class ServingController:
             for model in store.list_active_models(s):
                 transition(s, model, trigger, now, payload=payload)
 
-    def load(self) -> list[ModelRecord]:
+    def load(self) -> tuple[list[ModelRecord], dict[str, Any]]:
+        """The live models, and who may call them (the ingress's gate), in one read."""
         with self.db.read() as s:
             models = store.list_active_models(s)
             last_events = store.last_event_types(s, [m.model_key for m in models])
-            return [self._record_of(m, last_events.get(m.model_key)) for m in models]
+            gate = build_gate(s, self.admin_token_hash, self.cors_origins, self.clock(), models)
+            return [self._record_of(m, last_events.get(m.model_key)) for m in models], gate
 
     def _record_of(self, m: ServeModel, last_event: str | None) -> ModelRecord:
         state = ServeState(m.state)

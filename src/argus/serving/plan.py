@@ -1,7 +1,8 @@
 """The serving controller's decision, as a pure function (design D4).
 
-`plan(models, observed, last_apply, engine, now)` looks at what users want (the
-stored models), what Serve and Ray report, and what this controller applied last,
+`plan(models, observed, last_apply, engine, now, claims, gate)` looks at what users
+want (the stored models, and who may call them: a changed gate alone applies the app
+again), what Serve and Ray report, and what this controller applied last,
 and returns what to do: the exact set of models the one Serve app should hold (or
 that it should go), and the state changes to record. No Ray, no database, no clock.
 """
@@ -81,8 +82,8 @@ class Plan:
         return self.apply or self.delete_app
 
 
-def app_hash_of(app: Sequence[ModelDeployment]) -> str:
-    return digest([[m.model_id, m.llm_config] for m in app])
+def app_hash_of(app: Sequence[ModelDeployment], gate: dict[str, Any] | None = None) -> str:
+    return digest([[[m.model_id, m.llm_config] for m in app], gate or {}])
 
 
 def plan(
@@ -92,6 +93,7 @@ def plan(
     engine: EngineSettings,
     now: float,
     claims: Sequence[dict[str, float]] = (),
+    gate: dict[str, Any] | None = None,
 ) -> Plan:
     """What the app must hold and which transitions to record, from one look at the world."""
     changes: list[Change] = []
@@ -195,7 +197,7 @@ def plan(
             versions.pop(m.model_key)
 
     app = tuple(sorted(keep.values(), key=lambda d: d.model_id))
-    app_hash = app_hash_of(app)
+    app_hash = app_hash_of(app, gate)
     delete_app = not app and (observed.app_exists or bool(last_apply and last_apply.versions))
     apply = bool(app) and (
         last_apply is None

@@ -19,7 +19,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from argus.cluster.serve_app import EngineMode
-from argus.ids import InvalidId, validate_model_id_suffix
+from argus.ids import InvalidId, validate_model_id_suffix, validate_user_id
+from argus.text import shown
 from argus.yamlspec import FieldError, SpecInvalid, field_name, pydantic_errors
 
 ALLOWED_GPUS_PER_REPLICA = (1, 2, 4, 8)
@@ -95,6 +96,49 @@ DENIED_ENGINE_KWARGS: dict[str, str] = {
 }
 
 
+MAX_SHARED_USERS = 64
+
+
+class SharedWith(BaseModel):
+    """`access: {users: [bob, carol]}`: these users may call the model, as its owner may."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    users: list[str] = Field(max_length=MAX_SHARED_USERS, description="User ids.")
+
+
+# Who may call the model on the OpenAI endpoint besides its owner (and the admin).
+Access = Literal["private", "all-users"] | SharedWith
+
+
+ACCESS_RULE = "use private, all-users, or {users: [bob, carol]}"
+
+
+def access_of(raw: Any) -> Access:
+    """An `access` value as written (a spec's, a PATCH body's), checked; ValueError says why."""
+    if raw in ("private", "all-users"):
+        return raw  # type: ignore[no-any-return]
+    if isinstance(raw, str):
+        raise ValueError(f"{shown(raw)} is not an access: {ACCESS_RULE}")
+    if not isinstance(raw, dict):
+        raise ValueError(f"{ACCESS_RULE} (got {type(raw).__name__})")
+    if set(raw) != {"users"}:
+        raise ValueError(f"a mapping here takes exactly one field, users: {ACCESS_RULE}")
+    users = raw["users"]
+    if not isinstance(users, list) or not all(isinstance(u, str) for u in users):
+        raise ValueError("users must be a list of user ids")
+    if len(users) > MAX_SHARED_USERS:
+        raise ValueError(f"share with at most {MAX_SHARED_USERS} users (or use all-users)")
+    try:
+        return SharedWith(users=sorted({validate_user_id(u) for u in users}))
+    except InvalidId as e:
+        raise ValueError(str(e)) from None
+
+
+def stored_access(access: Access) -> str | dict[str, Any]:
+    return access.model_dump() if isinstance(access, SharedWith) else access
+
+
 class _SpecFields(BaseModel):
     """The fields a written and a resolved spec share, with the same rules."""
 
@@ -105,6 +149,15 @@ class _SpecFields(BaseModel):
     num_replicas: int = Field(1, ge=1, description="Engine replicas.")
     gpus_per_replica: int = Field(1, ge=1, description="GPUs per replica (tensor parallel size).")
     engine_kwargs: EngineKwargs = Field(default_factory=EngineKwargs)
+    access: Access = Field(
+        "private",
+        description="Who else may call it: private (the default), all-users, or {users: [...]}.",
+    )
+
+    @field_validator("access", mode="before")
+    @classmethod
+    def _access_rule(cls, v: Any) -> Access:
+        return v if isinstance(v, SharedWith) else access_of(v)
 
     @field_validator("model_id")
     @classmethod
@@ -135,6 +188,7 @@ class ResolvedServingSpec(_SpecFields):
             "num_replicas": self.num_replicas,
             "gpus_per_replica": self.gpus_per_replica,
             "engine_kwargs": self.engine_kwargs.given(),
+            "access": stored_access(self.access),
         }
 
     @classmethod
@@ -152,6 +206,9 @@ class ResolvedServingSpec(_SpecFields):
 
     def with_replicas(self, num_replicas: int) -> ResolvedServingSpec:
         return self.model_copy(update={"num_replicas": num_replicas})
+
+    def with_access(self, access: Access) -> ResolvedServingSpec:
+        return self.model_copy(update={"access": access})
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ class Trigger(StrEnum):
     RESUMED = "RESUMED"  # its owner was enabled again: deploy it again
     CLUSTER_LOST = "CLUSTER_LOST"  # the Ray cluster stopped answering; state kept as last seen
     CLUSTER_BACK = "CLUSTER_BACK"  # the Ray cluster answers again
+    ACCESS_CHANGED = "ACCESS_CHANGED"  # who may call it changed (PATCH); nothing restarts
 
 
 class InvalidTransition(Exception):
@@ -67,6 +68,7 @@ _TABLE: dict[Trigger, tuple[set[ServeState], ServeState | None]] = {
     Trigger.CLUSTER_BACK: (_ALIVE | {S.SUSPENDED, S.DELETING}, None),
     Trigger.REMOVED: ({S.DELETING}, S.DELETED),
     Trigger.REDEPLOY: (_IN_SERVE, S.QUEUED),
+    Trigger.ACCESS_CHANGED: (_ALIVE | {S.SUSPENDED}, None),
 }
 
 

@@ -59,6 +59,21 @@ class Token(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
 
+class ApiKey(Base):
+    """An inference key: calls the OpenAI endpoint as its user, never the argus API."""
+
+    __tablename__ = "api_keys"
+
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.user_id"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    key_hash: Mapped[str] = mapped_column(String(64))
+    models: Mapped[list[str] | None] = mapped_column(JSON, default=None)  # None: all its user's
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
 class ServeModel(Base):
     __tablename__ = "serve_models"
 

@@ -93,3 +93,8 @@ def usage_of(session: Session, user_id: str, exclude_model_key: str | None = Non
     """What the user's models and tasks hold now (an updated model leaves itself out)."""
     models, model_gpus = serving.held_by(session, user_id, exclude_model_key)
     return Usage(models=models, model_gpus=model_gpus, task_gpus=tasks.gpus_held(session, user_id))
+
+
+def live_tokens(session: Session) -> list[Token]:
+    """Every token not revoked (whatever its user's state)."""
+    return list(session.scalars(select(Token).where(Token.revoked_at.is_(None))))

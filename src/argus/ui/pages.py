@@ -263,18 +263,28 @@ def _around_errors(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def form_errors(error: ArgusError | None) -> tuple[str | None, dict[str, str]]:
+    """A form's refusal as the page shows it: each field's message under its input, or,
+    when no field is named, one message at the top."""
+    details = error.details if error is not None and isinstance(error.details, list) else []
+    fields = {d["field"]: d["message"] for d in details if isinstance(d, dict)}
+    return (error.message if error is not None and not fields else None), fields
+
+
 def client_examples(base_url: str, model_id: str) -> dict[str, str]:
     body = json.dumps(
         {"model": model_id, "messages": [{"role": "user", "content": "Hello! Who are you?"}]}
     )
     curl = (
         f"curl {base_url}/chat/completions \\\n"
+        '  -H "Authorization: Bearer $ARGUS_KEY" \\\n'
         "  -H 'Content-Type: application/json' \\\n"
         f"  -d '{body}'"
     )
     python = (
-        "from openai import OpenAI\n\n"
-        f'client = OpenAI(base_url="{base_url}", api_key="unused")  # no auth on this endpoint\n'
+        "import os\n\nfrom openai import OpenAI\n\n"
+        "# ARGUS_KEY: your argus token, or a key from the Keys page (`argus key create`)\n"
+        f'client = OpenAI(base_url="{base_url}", api_key=os.environ["ARGUS_KEY"])\n'
         "reply = client.chat.completions.create(\n"
         f'    model="{model_id}",\n'
         '    messages=[{"role": "user", "content": "Hello! Who are you?"}],\n'

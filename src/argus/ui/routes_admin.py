@@ -12,7 +12,7 @@ from argus import accounts
 from argus.api.deps import AppContext, Ctx
 from argus.auth.tokens import ADMIN_USER_ID
 from argus.errors import ArgusError
-from argus.ui.pages import PageError, render
+from argus.ui.pages import PageError, form_errors, render
 from argus.ui.session import Form, Session, UiSession, flash_redirect
 
 router = APIRouter(prefix="/admin")
@@ -44,18 +44,14 @@ def _users_page(
     users = accounts.list_users(ctx.db, ctx.serving.quotas)
     for user in users:
         user["tokens"] = accounts.list_tokens(ctx.db, user["user_id"])
-    field_errors = {
-        d["field"]: d["message"]
-        for d in (error.details if error is not None and isinstance(error.details, list) else [])
-        if isinstance(d, dict)
-    }
+    message, field_errors = form_errors(error)
     context = {
         "section": "users",
         "users": users,
         "admin_user_id": ADMIN_USER_ID,
         "issued": issued,
         "new_user": new_user,
-        "error": error.message if error is not None and not field_errors else None,
+        "error": message,
         "field_errors": field_errors,
         # The new token is on this page once: a reload shows the plain list.
         "replace_url": USERS if issued else "",

@@ -195,11 +195,23 @@ def model_events(
 @router.patch(
     "/models/{model_key}",
     status_code=202,
-    summary='Scale a model: JSON {"num_replicas": N}',
+    summary='Scale or share a model: JSON {"num_replicas": N} and/or {"access": ...}',
+    description=(
+        "`num_replicas` scales the model in place. `access` says who else may call it on the "
+        'OpenAI endpoint: `"private"`, `"all-users"` or `{"users": ["bob"]}`; a change of '
+        "access restarts nothing and bites within seconds."
+    ),
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"example": {"num_replicas": 2}}},
+            "content": {
+                "application/json": {
+                    "examples": {
+                        "scale": {"value": {"num_replicas": 2}},
+                        "share": {"value": {"access": {"users": ["bob"]}}},
+                    }
+                }
+            },
         }
     },
     responses={
@@ -210,12 +222,24 @@ def model_events(
 async def patch_model(
     request: Request, ctx: Ctx, caller: Caller, model_key: str = KEY_PATH
 ) -> JSONResponse:
-    body = await read_json_object(request, '{"num_replicas": N}')
-    if set(body) != {"num_replicas"}:
-        raise BadRequest('send exactly {"num_replicas": N}; only the replica count can be patched')
-    model = await in_thread(
-        control.scale, ctx.serving, caller, model_key, body["num_replicas"], ctx.clock()
-    )
+    body = await read_json_object(request, '{"num_replicas": N} or {"access": ...}')
+    unknown = set(body) - {"num_replicas", "access"}
+    if not body or unknown:
+        raise BadRequest(
+            'send {"num_replicas": N}, {"access": ...} or both; '
+            + (f"not patchable: {', '.join(sorted(unknown))}" if unknown else "the body is empty")
+        )
+    access = control.parse_access(body["access"]) if "access" in body else None
+    model = None
+    if "num_replicas" in body:
+        model = await in_thread(
+            control.scale, ctx.serving, caller, model_key, body["num_replicas"], ctx.clock()
+        )
+    if access is not None:
+        model = await in_thread(
+            control.set_access, ctx.serving, caller, model_key, access, ctx.clock()
+        )
+    assert model is not None  # the body named one field at least
     return JSONResponse(_view(ctx, model), status_code=202)
 
 

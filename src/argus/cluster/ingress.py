@@ -1,0 +1,90 @@
+"""The OpenAI ingress argus deploys: Ray Serve LLM's own, with keys and per-model access.
+
+`build_openai_app` takes it as its `ingress_cls`; every request to :8000 passes through it.
+It answers from the table argus pushes as the deployment's `user_config`
+(`argus.cluster.access`): Serve calls `reconfigure` on the running replica, in place, so
+a revoked key or a changed share bites within a reconcile tick or two, and no replica
+(ingress or engine) restarts. Nothing on a request's path calls argus.
+
+- No key, or one that is not live: 401 in the OpenAI error shape.
+- A model the caller may not call: 404 `model_not_found`, the very answer a model that
+  does not exist gets, so ids do not leak; `/v1/models` lists only what the caller may call.
+- CORS: Ray's ingress allows every origin with credentials; this one allows the origins
+  the config lists (`serving.cors_origins`) and no other.
+
+This module imports Ray and FastAPI: it is loaded in the Ray agent (which builds the app)
+and in the ingress replica, never in argus's own process. Annotations stay real (no
+`from __future__ import annotations`): FastAPI reads the route handlers' signatures.
+"""
+
+import json
+from typing import Any
+
+from fastapi import Request
+from fastapi.middleware.cors import CORSMiddleware
+from ray.llm._internal.common.utils.lora_utils import get_base_model_id
+from ray.llm._internal.serve.core.configs.openai_api_models import ModelCard, ModelList
+from ray.serve.llm.ingress import OpenAiIngress
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+
+from argus.cluster.access import Caller, may_call
+from argus.cluster.gate_asgi import CALLER, Gate, ModelNotFound, http_error
+
+
+class ArgusIngress(OpenAiIngress):  # type: ignore[misc]
+    def __init__(self, llm_deployments: Any, model_cards: Any, **kwargs: Any) -> None:
+        super().__init__(llm_deployments, model_cards, **kwargs)
+        self.table: dict[str, Any] = {}  # until the first reconfigure: nobody may call
+
+    def reconfigure(self, config: dict[str, Any]) -> None:
+        """The table argus pushed; swapped whole (requests read it on the same loop)."""
+        self.table = json.loads(json.dumps(config or {}))
+
+    def __serve_build_asgi_app__(self) -> Any:
+        """Serve calls this on the replica before the app's startup: put the gate where
+        Ray's CORS middleware was (after Ray's request-id middleware, before its error one)."""
+        app = self.app  # type: ignore[attr-defined]  # Serve's ASGI wrapper sets it
+        middleware = app.user_middleware
+        at = next((i for i, m in enumerate(middleware) if m.cls is CORSMiddleware), 0)
+        middleware[:] = [m for m in middleware if m.cls is not CORSMiddleware]
+        middleware.insert(at, Middleware(Gate, ingress=self))
+        app.add_exception_handler(HTTPException, http_error)
+        return app
+
+    # -- who may call what ----------------------------------------------------------------
+    @staticmethod
+    def _caller(request: Request | None) -> Caller | None:
+        if request is None:
+            return None
+        caller: Caller | None = request.scope.get("state", {}).get(CALLER)
+        return caller
+
+    def _may_call(self, request: Request | None, model: str) -> bool:
+        caller = self._caller(request)
+        return caller is not None and may_call(self.table, caller, get_base_model_id(model))
+
+    async def _get_response(self, *, body: Any, call_method: str, raw_request: Any = None) -> Any:
+        """Every model route (chat, completions, embeddings, tokenize, ...) comes here."""
+        model = body.model
+        if model is None and len(self._model_cards) == 1:
+            model = next(iter(self._model_cards))
+        if model is not None and (
+            get_base_model_id(model) not in self._model_cards
+            or not self._may_call(raw_request, model)
+        ):
+            raise ModelNotFound(model)
+        async for item in super()._get_response(
+            body=body, call_method=call_method, raw_request=raw_request
+        ):
+            yield item
+
+    async def models(self, request: Request) -> ModelList:  # type: ignore[override]
+        listed = await super().models()
+        return ModelList(data=[c for c in listed.data if self._may_call(request, c.id)])
+
+    async def model_data(self, model: str, request: Request) -> ModelCard:  # type: ignore[override]
+        if not self._may_call(request, model) or model not in self._model_cards:
+            raise ModelNotFound(model)
+        card: ModelCard = await super().model_data(model)
+        return card

@@ -1,0 +1,62 @@
+"""Who may call which model on the OpenAI endpoint, as argus pushes it to the ingress.
+
+`build_gate` reads it from the store in the reconciler's own read (`ServingController`):
+every live argus token and inference key of an enabled user (by hash), the admin token,
+and each live model's owner and sharing. The table's shape and the rules the ingress
+applies to it are `argus.cluster.access`'s. The reconciler applies the app again when
+the table changes; Serve reconfigures the ingress in place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from argus.auth.tokens import ADMIN_USER_ID
+from argus.store import keys as key_store
+from argus.store import serving as model_store
+from argus.store import users as user_store
+from argus.store.schema import ServeModel
+
+
+def build_gate(
+    s: Session,
+    admin_token_hash: str,
+    cors_origins: Sequence[str],
+    now: datetime,
+    models: Sequence[ServeModel] | None = None,
+) -> dict[str, Any]:
+    users = {u.user_id: u for u in user_store.list_users(s) if not u.disabled}
+    principals: dict[str, dict[str, Any]] = {}
+    if admin_token_hash:
+        principals[admin_token_hash] = _principal(ADMIN_USER_ID, True)
+    for t in user_store.live_tokens(s):
+        user = users.get(t.user_id)
+        if user is not None:
+            principals[t.token_hash] = _principal(user.user_id, user.is_admin)
+    for k in key_store.live_keys(s, now):
+        user = users.get(k.user_id)
+        if user is not None:
+            expires = k.expires_at.timestamp() if k.expires_at is not None else None
+            principals[k.key_hash] = _principal(user.user_id, user.is_admin, k.models, expires)
+    live = models if models is not None else model_store.list_active_models(s)
+    return {
+        "principals": principals,
+        "models": {m.model_id: sharing(m) for m in live},
+        "cors_origins": sorted(cors_origins),
+    }
+
+
+def _principal(
+    user: str, admin: bool, models: list[str] | None = None, expires: float | None = None
+) -> dict[str, Any]:
+    return {"user": user, "admin": admin, "models": models, "expires": expires}
+
+
+def sharing(m: ServeModel) -> dict[str, Any]:
+    access = m.resolved_spec.get("access", "private")
+    users = access.get("users", []) if isinstance(access, dict) else []
+    return {"owner": m.user_id, "users": sorted(users), "all": access == "all-users"}

@@ -1,0 +1,127 @@
+"""The OpenAI endpoint belongs to its users (issue 13), for real: Ray Serve LLM with argus's
+ingress, the demo model, the official `openai` client with `api_key=`.
+
+alice's `smol` is private to her; bob is refused it exactly as a model that does not
+exist, until she shares it; his key stops within seconds of its revocation; no key is a
+401; a page on another origin gets no CORS grant; and the model's replica keeps its pid
+through all of it (the table reaches the ingress as `user_config`, in place).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import httpx
+import openai
+import pytest
+
+from tests.e2e.conftest import Stack
+
+pytestmark = pytest.mark.e2e
+BITES_WITHIN_S = 5.0
+
+
+def ask(client: openai.OpenAI, model_id: str) -> str:
+    reply = client.chat.completions.create(
+        model=model_id, temperature=0, max_tokens=4, messages=[{"role": "user", "content": "Hi"}]
+    )
+    return reply.choices[0].message.content or ""
+
+
+def until(check: Callable[[], bool], limit_s: float) -> float:
+    """Seconds until `check()` holds; fails past `limit_s`."""
+    start = time.monotonic()
+    while not check():
+        assert time.monotonic() - start < limit_s, f"not within {limit_s} s"
+        time.sleep(0.2)
+    return time.monotonic() - start
+
+
+def status(client: openai.OpenAI, model_id: str) -> int:
+    """The HTTP status a short chat gets."""
+    try:
+        ask(client, model_id)
+    except openai.APIStatusError as e:
+        return e.status_code
+    return 200
+
+
+def test_keys_access_and_revocation_bite_within_seconds_and_restart_nothing(
+    stack: Stack, smol: tuple[str, str]
+) -> None:
+    key, model_id = smol
+    pids = stack.settled_pids(model_id, 1)
+    bob = stack.new_user("bob")
+    r = stack.call("POST", "/api/v2/keys", bob, json={"name": "bob's laptop"})
+    assert r.status_code == 201, r.text
+    bobs_key = r.json()
+    as_bob = stack.openai(bobs_key["key"])
+    live_in = until(lambda: status(as_bob, model_id) == 404, 30)  # his key is live
+    print(f"a new key took {live_in:.1f} s to work")
+
+    # No key, a wrong key: 401 in the OpenAI shape.
+    bare = httpx.get(f"{stack.openai_url}/models", timeout=10)
+    assert bare.status_code == 401 and bare.json()["error"]["code"] == "invalid_api_key"
+    with pytest.raises(openai.AuthenticationError):
+        ask(stack.openai("argus_key_000000000000_" + "x" * 43), model_id)
+
+    # alice's token calls her model; bob gets what a model that does not exist gets.
+    assert ask(stack.openai(), model_id)
+    with pytest.raises(openai.NotFoundError) as mine:
+        ask(as_bob, model_id)
+    with pytest.raises(openai.NotFoundError) as nobodys:
+        ask(as_bob, "alice-209901010000-nothing")
+    assert mine.value.code == nobodys.value.code == "model_not_found"
+    assert str(mine.value).replace(model_id, "X") == str(nobodys.value).replace(
+        "alice-209901010000-nothing", "X"
+    )
+    assert [m.id for m in as_bob.models.list()] == []
+    assert model_id in [m.id for m in stack.openai().models.list()]
+
+    # alice shares it with bob: it bites within seconds; streaming too.
+    r = stack.call("PATCH", f"/api/v2/serve/models/{key}", json={"access": {"users": ["bob"]}})
+    assert r.status_code == 202, r.text
+    shared_in = until(lambda: status(as_bob, model_id) == 200, 30)
+    print(f"sharing took {shared_in:.1f} s to bite")
+    assert shared_in < BITES_WITHIN_S
+    assert [m.id for m in as_bob.models.list()] == [model_id]
+    pieces = [
+        c.choices[0].delta.content or ""
+        for c in as_bob.chat.completions.create(
+            model=model_id,
+            max_tokens=8,
+            stream=True,
+            messages=[{"role": "user", "content": "Hi"}],
+        )
+        if c.choices
+    ]
+    assert "".join(pieces)
+
+    # bob's key revoked: 401 within seconds, while his token still works.
+    r = stack.call("DELETE", f"/api/v2/keys/{bobs_key['key_id']}", bob)
+    assert r.status_code == 200 and r.json()["state"] == "revoked"
+    revoked_in = until(lambda: status(as_bob, model_id) == 401, 30)
+    print(f"revocation took {revoked_in:.1f} s to bite")
+    assert revoked_in < BITES_WITHIN_S
+    assert ask(stack.openai(bob), model_id)
+
+    # Another origin's page gets no grant (Ray's own ingress answers `*` with credentials).
+    evil = {"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
+    pre = httpx.options(f"{stack.openai_url}/chat/completions", headers=evil, timeout=10)
+    assert pre.status_code == 403 and "access-control-allow-origin" not in pre.headers
+    listed = httpx.get(
+        f"{stack.openai_url}/models",
+        headers={"Origin": "https://evil.example", "Authorization": f"Bearer {stack.token}"},
+        timeout=10,
+    )
+    assert listed.status_code == 200 and "access-control-allow-origin" not in listed.headers
+
+    # Back to private; nothing was restarted on the way.
+    r = stack.call("PATCH", f"/api/v2/serve/models/{key}", json={"access": "private"})
+    assert r.status_code == 202
+    until(lambda: status(stack.openai(bob), model_id) == 404, 30)
+    assert stack.replica_pids(model_id) == pids
+    events = [e["event_type"] for e in stack.model(key)["events"]]
+    assert events[:2] == ["ACCESS_CHANGED", "ACCESS_CHANGED"]
+    assert "APPLIED" not in events[:2] and stack.model(key)["model"]["state"] == "RUNNING"
