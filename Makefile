@@ -18,7 +18,7 @@ run: setup
 ## else (the clusters of their own, unit, integration, fuzz, browser) on the other; the
 ## grouping is tests/conftest.py's scheduler.
 test: setup debian lint types
-	@$(BIN)/pytest -n 2 --cov --cov-report=term -p no:cacheprovider
+	@$(BIN)/pytest -n 2 --cov --cov-report=term -p no:cacheprovider --durations=15
 
 ## make check: the fast loop: lint, types, unit and integration tests (no browser, no Ray)
 check: setup lint types
