@@ -14,9 +14,9 @@ run: setup
 	@$(BIN)/argus up
 
 ## make test: ruff, mypy, then every test tier with coverage (fails under 90%).
-## Two workers: the end-to-end tests that share one argus stack run on one, everything
-## else (the clusters of their own, unit, integration, fuzz, browser) on the other; the
-## grouping is tests/conftest.py's scheduler.
+## Two workers: every end-to-end module on one, in line (two at once thrash two cores),
+## everything else (unit, integration, fuzz, browser) on the other; the grouping is
+## tests/conftest.py's scheduler.
 test: setup debian lint types
 	@$(BIN)/pytest -n 2 --cov --cov-report=term -p no:cacheprovider --durations=15
 

@@ -50,18 +50,18 @@ def _tier(keywords: object) -> str:
 
 
 # -- make test's two workers (pytest-xdist) ------------------------------------------------
-# The end-to-end modules that share the session's argus stack (and its demo conversion) run
-# on one worker; everything else, the modules with clusters of their own included, on the
-# other. xdist's own `--dist loadgroup` does not work with pytest 9.2 (it renames
-# `item._nodeid`, which pytest no longer reads), so the grouping is a scheduler of ours.
+# Every end-to-end module runs on one worker, one after another; everything else (unit,
+# integration, fuzz, browser) on the other. Measured on two cores: two end-to-end modules
+# at once (two Ray clusters, two vLLM engines starting) thrash (load 12 to 19, a TP=2 engine
+# start took 523 s instead of about 100), so the suite took longer than with them in line.
+# The modules with clusters of their own go first, before the shared stack exists. xdist's
+# own `--dist loadgroup` does not work with pytest 9.2 (it renames `item._nodeid`, which
+# pytest no longer reads), so the grouping is a scheduler of ours.
 OWN_CLUSTER_MODULES = frozenset({"tests/e2e/test_multinode.py", "tests/e2e/test_gcs_ft.py"})
 
 
 def worker_group(nodeid: str) -> str:
-    module = nodeid.split("::", 1)[0]
-    if module.startswith("tests/e2e/") and module not in OWN_CLUSTER_MODULES:
-        return "stack"
-    return "rest"
+    return "e2e" if nodeid.startswith("tests/e2e/") else "rest"
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
@@ -74,13 +74,19 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     return TwoGroups(config, log)
 
 
+def _module(item: pytest.Item) -> str:
+    return item.nodeid.split("::", 1)[0]
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Stable: the own-cluster modules first, everything else in its collected order.
+    items.sort(key=lambda item: _module(item) not in OWN_CLUSTER_MODULES)
     for item in items:
         tier = _tier(item.keywords)
         if item.get_closest_marker("timeout") is None and tier in TIER_TIMEOUT_S:
             item.add_marker(pytest.mark.timeout(TIER_TIMEOUT_S[tier]))
-        if "stack" in getattr(item, "fixturenames", ()) and worker_group(item.nodeid) != "stack":
-            raise pytest.UsageError(f"{item.nodeid} uses the shared stack: not in its group")
+        if "stack" in getattr(item, "fixturenames", ()) and worker_group(item.nodeid) != "e2e":
+            raise pytest.UsageError(f"{item.nodeid} uses the shared stack outside tests/e2e")
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
