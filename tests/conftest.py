@@ -54,7 +54,8 @@ def _tier(keywords: object) -> str:
 # integration, fuzz, browser) on the other. Measured on two cores: two end-to-end modules
 # at once (two Ray clusters, two vLLM engines starting) thrash (load 12 to 19, a TP=2 engine
 # start took 523 s instead of about 100), so the suite took longer than with them in line.
-# The modules with clusters of their own go first, before the shared stack exists. xdist's
+# The modules with clusters of their own go last: their timings (chats through a head's
+# outage) must not meet the other worker's tiers, which run while the stack starts. xdist's
 # own `--dist loadgroup` does not work with pytest 9.2 (it renames `item._nodeid`, which
 # pytest no longer reads), so the grouping is a scheduler of ours.
 OWN_CLUSTER_MODULES = frozenset({"tests/e2e/test_multinode.py", "tests/e2e/test_gcs_ft.py"})
@@ -79,8 +80,8 @@ def _module(item: pytest.Item) -> str:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # Stable: the own-cluster modules first, everything else in its collected order.
-    items.sort(key=lambda item: _module(item) not in OWN_CLUSTER_MODULES)
+    # Stable: the own-cluster modules last, everything else in its collected order.
+    items.sort(key=lambda item: _module(item) in OWN_CLUSTER_MODULES)
     for item in items:
         tier = _tier(item.keywords)
         if item.get_closest_marker("timeout") is None and tier in TIER_TIMEOUT_S:

@@ -255,6 +255,34 @@ def test_a_restarted_ray_cluster_gets_every_model_back(
     assert events(api, key)[-3:] == ["REDEPLOY", "APPLIED", "READY"]
 
 
+def test_a_cluster_lost_just_after_an_apply_still_gets_its_models_redeployed(
+    api: Api, rec: ControlLoop, fake: FakeServeClient, alice: str
+) -> None:
+    """Seen in e2e: a share changed the gate (an apply) seconds before the head died; the
+    grace after an apply took the missing deployment for "just applied", and the model came
+    back through DEGRADED with no REDEPLOY. A lost cluster ends that grace."""
+    key = post(api, alice)
+    rec.tick()
+    fake.set_ready("alice-202611281200-smol")
+    rec.tick()
+    r = api.client.patch(
+        f"/api/v2/serve/models/{key}", json={"access": "all-users"}, headers=api.headers(alice)
+    )
+    assert r.status_code == 202
+    rec.tick()  # the gate changed: applied again, now
+    fake.reachable = False
+    rec.tick()
+    fake.restart_cluster()
+    fake.reachable = True
+    advance(rec, 5)  # well inside the grace after that last apply
+    rec.tick()
+    assert state(api, key) == "QUEUED"
+    rec.tick()
+    fake.set_ready("alice-202611281200-smol")
+    rec.tick()
+    assert events(api, key)[-5:] == ["CLUSTER_LOST", "CLUSTER_BACK", "REDEPLOY", "APPLIED", "READY"]
+
+
 def test_status_route_is_for_the_admin(api: Api, rec: ControlLoop, alice: str) -> None:
     post(api, alice)
     rec.tick()

@@ -74,7 +74,13 @@ class ServingController:
         return decided
 
     def mark_cluster(self, lost: bool, now: datetime, reason: str | None) -> None:
-        """One CLUSTER_LOST (or CLUSTER_BACK) event on every live model; no state changes."""
+        """One CLUSTER_LOST (or CLUSTER_BACK) event on every live model; no state changes.
+
+        A lost cluster may come back without the app: what was applied last no longer says
+        what Serve holds, nor is a deployment missing then one "just applied" (the grace
+        after an apply), so the next tick plans as a fresh argus would."""
+        if lost:
+            self.last_apply = None
         trigger = Trigger.CLUSTER_LOST if lost else Trigger.CLUSTER_BACK
         payload = {"reason": reason} if lost and reason else {}
         with self.db.write() as s:
