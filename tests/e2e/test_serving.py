@@ -8,6 +8,7 @@ import json
 import shutil
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -15,6 +16,13 @@ from argus.demo import DEMO_MODEL_DIRNAME
 from tests.e2e.conftest import TINY, Stack
 
 pytestmark = pytest.mark.e2e
+
+
+def wait_until(check: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"not within {timeout} s"
+        time.sleep(0.5)
 
 
 def _spec(suffix: str, source: str = TINY, replicas: int = 1) -> str:
@@ -160,7 +168,9 @@ def test_a_broken_model_fails_alone_with_its_reason(stack: Stack, smol: tuple[st
     assert caller.failures == [] and caller.ok > 0
     assert stack.replica_pids(smol[1]) == pids
     assert stack.model(smol[0])["model"]["state"] == "RUNNING"
-    assert posted["model_id"] not in [m.id for m in stack.openai(stack.admin).models.list()]
+    # Out of the app at once; gone from /v1/models once Serve has rolled the ingress.
+    listed = stack.openai(stack.admin).models.list
+    wait_until(lambda: posted["model_id"] not in [m.id for m in listed()], 120)
     stack.delete(posted["model_key"])
 
 
@@ -172,11 +182,14 @@ def test_argus_killed_and_restarted_while_a_model_serves(
     head = stack.head_pid()
     events_before = stack.model(key)["events"]
     with Caller(stack, model_id) as caller:
+        wait_until(lambda: caller.ok > 0, 120)  # it serves (a fresh ingress warms up first)
         stack.kill_argus()
-        dead_since = caller.ok
-        time.sleep(6)  # argus is gone; the model answers anyway
-        assert caller.ok > dead_since
-        stack.start_argus()
+        try:
+            dead_since = caller.ok
+            time.sleep(6)  # argus is gone; the model answers anyway
+            assert caller.ok > dead_since
+        finally:
+            stack.start_argus()  # whatever the check said: the next modules need argus
         time.sleep(3)  # a few reconcile intervals
     assert caller.failures == []
     got = stack.model(key)
