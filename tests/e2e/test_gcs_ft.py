@@ -49,7 +49,7 @@ CHAT_TIMEOUT_S = 5.0
 # queue length from Replica(OpenAiIngress)" until the head was back. Everything else this
 # test checks is asserted; the outage's chats, when they fail, mark the test XFAIL with
 # their figures instead of hiding them.
-KNOWN_OUTAGE_REGRESSION = "issue 12: chats through a worker's proxy timed out while the head was down"
+KNOWN_OUTAGE_REGRESSION = "issue 12: chats through a worker proxy timed out, head down"
 
 
 @dataclass
