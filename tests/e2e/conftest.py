@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -334,22 +335,36 @@ class Stack:
 
 
 @pytest.fixture(scope="session")
-def demo_storage(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def storage_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("storage")
+
+
+@pytest.fixture(scope="session")
+def demo_storage(storage_root: Path) -> Path:
     """A storage root with the demo model converted (once a session) and the tiny model."""
-    root = tmp_path_factory.mktemp("storage")
+    root = storage_root
     result = prepare_demo_model(root)
     print(f"demo conversion took {result.seconds:.1f} s")
     make_tiny_model(root / "hf" / "tiny-llama")
     return root
 
 
+_STACKS: list[Stack] = []  # the session's shared stack, once started
+
+
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory, demo_storage: Path) -> Iterator[Stack]:
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, storage_root: Path, request: pytest.FixtureRequest
+) -> Iterator[Stack]:
     data = tmp_path_factory.mktemp("argus-e2e")
-    env = isolated_env(data, ARGUS_STORAGE_ROOT=str(demo_storage))
+    env = isolated_env(data, ARGUS_STORAGE_ROOT=str(storage_root))
     s = Stack(data, env)
+    _STACKS.append(s)
     try:
-        s.start_argus()
+        with ThreadPoolExecutor(1) as pool:
+            up = pool.submit(s.start_argus)  # argus and its head start while ...
+            request.getfixturevalue("demo_storage")  # ... the demo model is converted
+            up.result()
         s.admin = (data / "admin-token").read_text().strip()
         s.token = s.new_user("alice", allow_commands=True)
         yield s
@@ -366,3 +381,13 @@ def smol(stack: Stack) -> tuple[str, str]:
     stack.keys["smol"], stack.ids["smol"] = posted["model_key"], posted["model_id"]
     stack.wait(posted["model_key"], "RUNNING", timeout=600)
     return posted["model_key"], posted["model_id"]
+
+
+@pytest.fixture(scope="module")
+def quiet_machine() -> None:
+    """Stop the shared stack before a module that brings a cluster of its own (they run
+    last, tests/conftest.py): its Ray head, Serve and smol's engine were still up beside
+    those clusters, and with them the chats through a worker's proxy during a head outage
+    timed out in three runs of four, where the module alone answered every one."""
+    for s in _STACKS:
+        s.stop_argus()

@@ -44,6 +44,13 @@ OBJECT_STORE_BYTES = 200 * 1024 * 1024  # 30% of RAM per node by default; nothin
 WORKER_PORTS = 100  # worker processes per node, far more than these tests start
 
 
+RESTART_TRIES = 3
+
+
+class NodeStartFailed(AssertionError):
+    """`ray start` for a node exited before the node joined."""
+
+
 @dataclass(frozen=True)
 class NodeSpec:
     name: str
@@ -95,7 +102,7 @@ class Cluster:
     """A head and workers on 127.0.0.1; `start()`, `kill()`, `restart()`, `stop()`.
     Node ids are learnt as each node joins (a restarted node gets a new one). `head_env`
     and `head_args` go to the head only (GCS fault tolerance: `RAY_REDIS_ADDRESS`, and
-    `--redis-password`)."""
+    `--redis-password`), `worker_env` to the workers."""
 
     def __init__(
         self,
@@ -104,8 +111,10 @@ class Cluster:
         log_dir: Path,
         head_env: dict[str, str] | None = None,
         head_args: tuple[str, ...] = (),
+        worker_env: dict[str, str] | None = None,
     ) -> None:
         self.head_env = {**HEAD_ENV, **(head_env or {})}
+        self.worker_env = worker_env or {}
         # A short temp dir: Ray's unix sockets live under it (108 bytes at most).
         self.temp_dir = Path(tempfile.mkdtemp(prefix="argus-mn-", dir="/tmp"))
         self._pids: set[int] = set()  # every process of the cluster's that a kill has seen
@@ -155,12 +164,15 @@ class Cluster:
         ]
 
     # -- nodes ------------------------------------------------------------------
-    def _launch(self, node: _Node, env: dict[str, str] | None = None) -> None:
+    def _env(self, node: _Node) -> dict[str, str]:
+        return self.head_env if node is self.head else self.worker_env
+
+    def _launch(self, node: _Node) -> None:
         known = {n["node_id"] for n in self.nodes()} if node is not self.head else set()
         log = (self.log_dir / f"ray-{node.spec.name}.log").open("ab")
         node.proc = subprocess.Popen(
             node.command,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, **self._env(node)},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # one process group a node: kill() ends it all
@@ -168,7 +180,9 @@ class Cluster:
         log.close()
 
         def joined() -> str | None:
-            assert node.proc is not None and node.proc.poll() is None, self._tail(node)
+            assert node.proc is not None
+            if node.proc.poll() is not None:
+                raise NodeStartFailed(f"ray start for {node.spec.name} exited:\n{self._tail(node)}")
             with contextlib.suppress(Exception):  # the dashboard may not answer yet
                 for n in self.nodes():
                     if (
@@ -190,7 +204,7 @@ class Cluster:
         self.start_workers()
 
     def start_head(self) -> None:
-        self._launch(self.head, self.head_env)
+        self._launch(self.head)
 
     def start_workers(self) -> None:
         for worker in self.workers.values():
@@ -232,13 +246,25 @@ class Cluster:
         """Start a killed node again with the same command; its new node id."""
         node = self._node(name)
         assert node.proc is None, f"{name} still runs"
-        if node is self.head:
-            # On one machine the workers' raylets carry the head's GCS address on their
-            # command lines, and `ray start --head` takes that, with the address the last
-            # head wrote here, for a head that still runs ("already running at"). On
-            # machines of their own it cannot see them; forget the last address.
-            (self.temp_dir / "ray_current_cluster").unlink(missing_ok=True)
-        self._launch(node, self.head_env if node is self.head else None)
+        for attempt in range(1, RESTART_TRIES + 1):
+            if node is self.head:
+                # On one machine the workers' raylets carry the head's GCS address on
+                # their command lines, and `ray start --head` takes that, with the address
+                # the last head wrote here, for a head that still runs ("already running
+                # at"). On machines of their own it cannot see them; forget the address.
+                (self.temp_dir / "ray_current_cluster").unlink(missing_ok=True)
+            try:
+                self._launch(node)
+                break
+            except NodeStartFailed:
+                # `ray start` gives a raylet 30 s (not configurable) to register with its
+                # GCS; a head restarting on Redis beside a busy engine missed it once in
+                # a full suite. A supervisor (systemd, KubeRay) starts it again: so do we.
+                assert node.proc is not None
+                _kill_tree(node.proc, self._pids)
+                node.proc = None
+                if attempt == RESTART_TRIES:
+                    raise
         assert node.node_id is not None
         return node.node_id
 

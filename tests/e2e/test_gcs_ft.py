@@ -138,7 +138,7 @@ class FT:
 
 
 @pytest.fixture(scope="module")
-def ft(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FT]:
+def ft(tmp_path_factory: pytest.TempPathFactory, quiet_machine: None) -> Iterator[FT]:
     assert Path(REDIS).exists(), "redis-server is missing: run scripts/setup-debian.sh"
     data = tmp_path_factory.mktemp("argus-gcs-ft")
     storage = data / "storage"
@@ -172,6 +172,9 @@ def ft(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FT]:
             "RAY_external_storage_namespace": f"argus-{secrets.token_hex(4)}",
         },
         head_args=(f"--redis-password={redis_password}",),  # as deploy/ray-node/head.sh
+        # The worker waits out a head restart as compose's workers do (Ray's default is
+        # 60 s, which a slow restart on two busy cores can come near).
+        worker_env={"RAY_gcs_rpc_server_reconnect_timeout_s": "300"},
     )
     shape = beside_the_head(data, cluster.address, cluster.dashboard_url, "EveryNode")
     stack = Stack(data, shape.env)

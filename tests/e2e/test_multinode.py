@@ -99,7 +99,7 @@ def events(got: dict[str, Any]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def mn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MultiNode]:
+def mn(tmp_path_factory: pytest.TempPathFactory, quiet_machine: None) -> Iterator[MultiNode]:
     data = tmp_path_factory.mktemp("argus-multinode")
     storage = data / "storage"
     make_tiny_model(storage / "hf" / TINY)
