@@ -20,6 +20,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from argus.cluster import usage_sink
 from argus.cluster.serve_app import (
     INGRESS_DEPLOYMENT,
     INGRESS_GRACEFUL_SHUTDOWN_S,
@@ -32,6 +33,7 @@ from argus.cluster.serve_client import (
     ModelDeployment,
     NodeResources,
     ServeObservation,
+    UsageBatch,
 )
 
 log = logging.getLogger(__name__)
@@ -105,8 +107,22 @@ class RayServeClient:
             try:
                 LLMConfig.model_validate(m.llm_config)
             except Exception as e:  # pydantic's ValidationError, or Ray's own checks
-                refused[m.model_id] = str(e)
+                refused[m.model_id] = validation_reason(e)
         return refused
+
+    def drain_usage(self) -> UsageBatch | None:
+        from ray import get
+
+        actor = usage_sink.sink(create=False)
+        got = None if actor is None else get(actor.drain.remote(), timeout=10)
+        return None if got is None else UsageBatch(str(got["batch"]), tuple(got["rows"]))
+
+    def ack_usage(self, batch: str) -> None:
+        from ray import get
+
+        actor = usage_sink.sink(create=False)
+        if actor is not None:
+            get(actor.ack.remote(batch), timeout=10)
 
     def delete_app(self, app_name: str) -> None:
         from ray import serve
@@ -157,7 +173,8 @@ def build(models: Sequence[ModelDeployment], gate: dict[str, Any]) -> Any:
         try:
             configs.append(LLMConfig.model_validate(m.llm_config))
         except Exception as e:
-            raise ApplyError(f"invalid LLMConfig: {e}", m.model_id) from e
+            log.warning("Ray Serve LLM refused the config of %s: %s", m.model_id, e)
+            raise ApplyError(f"invalid LLMConfig: {validation_reason(e)}", m.model_id) from e
     app = build_openai_app(
         {
             "llm_configs": configs,
@@ -172,6 +189,22 @@ def build(models: Sequence[ModelDeployment], gate: dict[str, Any]) -> Any:
     )
     pin_versions(app, {m.model_id: llm_server_version(m.llm_config) for m in models})
     return app
+
+
+def validation_reason(e: Exception) -> str:
+    """What a pydantic error says is wrong, without its banner and links (a summary of
+    the whole text kept the banner and lost the reason)."""
+    errors = getattr(e, "errors", None)
+    if not callable(errors):
+        return str(e)
+    try:
+        parts = [
+            f"{'.'.join(str(p) for p in err.get('loc', ())) or 'config'}: {err.get('msg')}"
+            for err in errors()
+        ]
+    except Exception:
+        return str(e)
+    return "; ".join(parts) or str(e)
 
 
 def pin_versions(app: Any, versions: dict[str, str]) -> None:
