@@ -21,7 +21,9 @@ from argus.cluster.serve_client import (
     ModelDeployment,
     NodeResources,
     ServeObservation,
+    UsageBatch,
 )
+from argus.cluster.usage_sink import UsageSink
 
 
 @dataclass
@@ -50,6 +52,7 @@ class FakeServeClient:
     refuse: dict[str, str] = field(default_factory=dict)  # model id suffix -> Ray's reason
     held: dict[str, dict[str, float]] = field(default_factory=dict)  # node -> held by jobs
     gate: dict[str, Any] = field(default_factory=dict)  # the access table last applied
+    usage: UsageSink = field(default_factory=UsageSink)  # the real sink, in this process
 
     # -- the protocol ---------------------------------------------------------
     def ensure_serve(self) -> None:
@@ -84,6 +87,15 @@ class FakeServeClient:
                     current.starting = 0
                 continue
             self.deployments[name] = _FakeDeployment(m.model_id, m.llm_config, starting=replicas)
+
+    def drain_usage(self) -> UsageBatch | None:
+        self._check()
+        got = self.usage.drain()
+        return None if got is None else UsageBatch(got["batch"], tuple(got["rows"]))
+
+    def ack_usage(self, batch: str) -> None:
+        self._check()
+        self.usage.ack(batch)
 
     def check(self, models: Sequence[ModelDeployment]) -> dict[str, str]:
         self._check()

@@ -125,3 +125,68 @@ def test_keys_access_and_revocation_bite_within_seconds_and_restart_nothing(
     events = [e["event_type"] for e in stack.model(key)["events"]]
     assert events[:2] == ["ACCESS_CHANGED", "ACCESS_CHANGED"]
     assert "APPLIED" not in events[:2] and stack.model(key)["model"]["state"] == "RUNNING"
+
+
+def test_usage_totals_equal_what_the_answers_reported_streaming_too(
+    stack: Stack, smol: tuple[str, str]
+) -> None:
+    """Every call is metered in the ingress and reaches argus's store within seconds; the
+    totals equal the `usage` the answers carried. A stream whose client did not ask for
+    usage is metered too, and its client gets no usage chunk."""
+    _, model_id = smol
+    pids = stack.settled_pids(model_id, 1)
+    r = stack.call("POST", "/api/v2/keys", json={"name": "metered"})
+    assert r.status_code == 201, r.text
+    metered = r.json()
+    client = stack.openai(metered["key"])
+
+    def live() -> bool:  # `/v1/models` is not metered: it reaches no model
+        try:
+            return model_id in [m.id for m in client.models.list()]
+        except openai.AuthenticationError:
+            return False
+
+    until(live, 30)
+    prompt = completion = 0
+    for question in ("Hi", "What is the capital of France?", "Name a colour."):
+        reply = client.chat.completions.create(
+            model=model_id, max_tokens=6, messages=[{"role": "user", "content": question}]
+        )
+        assert reply.usage is not None
+        prompt, completion = (
+            prompt + reply.usage.prompt_tokens,
+            completion + reply.usage.completion_tokens,
+        )
+    chunks = list(
+        client.chat.completions.create(
+            model=model_id,
+            max_tokens=6,
+            stream=True,
+            stream_options={"include_usage": True},
+            messages=[{"role": "user", "content": "Hello"}],
+        )
+    )
+    usage = chunks[-1].usage
+    assert usage is not None and chunks[-1].choices == []
+    prompt, completion = prompt + usage.prompt_tokens, completion + usage.completion_tokens
+    plain = list(
+        stack.openai().chat.completions.create(  # alice's token, no include_usage
+            model=model_id, max_tokens=5, stream=True, messages=[{"role": "user", "content": "Hi"}]
+        )
+    )
+    assert all(c.usage is None and c.choices for c in plain)  # no usage chunk for this client
+
+    def by_key() -> dict[str, dict[str, int]]:
+        got = stack.call("GET", "/api/v2/usage", params={"group_by": "key"}).json()
+        return {i["key"]: i for i in got["items"]}
+
+    stored_in = until(lambda: by_key().get(metered["key_id"], {}).get("requests") == 4, 30)
+    print(f"usage stored {stored_in:.1f} s after the last call")
+    row = by_key()[metered["key_id"]]
+    assert (row["prompt_tokens"], row["completion_tokens"]) == (prompt, completion)
+    token_id = stack.token.split("_")[1]  # argus_<token id>_<secret>
+    until(lambda: token_id in by_key(), 30)
+    assert by_key()[token_id]["completion_tokens"] >= 1  # the plain stream's, counted all the same
+    text = stack.call("GET", "/metrics", stack.admin).text
+    assert f'argus_tokens_total{{kind="completion",model="{model_id}",user="alice"}}' in text
+    assert stack.replica_pids(model_id) == pids

@@ -186,6 +186,39 @@ def test_key_commands_as_a_user(env: dict[str, str], server: None) -> None:
     assert "alice" in out and "revoked" in out
 
 
+def test_usage_command_sums_a_users_own_and_the_admin_everyones(
+    env: dict[str, str], server: None
+) -> None:
+    from datetime import UTC, datetime
+
+    from argus.store.db import Database
+    from argus.store.usage import store_batch
+
+    run(env, "admin", "user", "create", "alice")
+    code, out = run(env, "admin", "token", "issue", "alice")
+    user_env = {**env, "ARGUS_TOKEN": json.loads(out)["token"]}
+    minute = int(datetime.now(UTC).timestamp()) - 3600
+    row = {"minute": minute, "key": "key_a", "model": "alice-m", "status": 200, "latency_ms": 9}
+    db = Database(make_settings(Path(env["ARGUS_DATA_DIR"])).database_url)
+    with db.write() as s:
+        rows = [
+            {**row, "user": "alice", "requests": 2, "prompt_tokens": 30, "completion_tokens": 7},
+            {**row, "user": "bob", "requests": 1, "prompt_tokens": 5, "completion_tokens": 1},
+        ]
+        store_batch(s, "b1", rows, datetime.now(UTC))
+    db.dispose()
+    code, out = run(user_env, "usage")
+    assert code == 0, out
+    assert [line.split() for line in out.splitlines()[2:]] == [
+        ["alice-m", "2", "30", "7"],
+        ["total", "2", "30", "7"],
+    ]
+    code, out = run(env, "usage", "--by", "user", "--json")
+    assert code == 0 and json.loads(out)["totals"]["requests"] == 3
+    code, out = run(env, "usage", "--by", "minute")
+    assert code == 1 and "group_by" in out
+
+
 def test_task_commands_as_a_user(env: dict[str, str], server: None, tmp_path: Path) -> None:
     run(env, "admin", "user", "create", "alice")
     code, out = run(env, "admin", "user", "update", "alice", "--allow-commands")

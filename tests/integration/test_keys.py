@@ -170,11 +170,14 @@ def test_the_ingress_table_follows_keys_users_and_sharing_without_a_restart(
     assert principal(fake, alice) == {
         "user": "alice",
         "admin": False,
+        "key": alice.split("_")[1],  # the token's id: what usage names it by
         "models": None,
         "expires": None,
     }
     assert principal(fake, ADMIN_TOKEN)["admin"] is True  # type: ignore[index]
+    assert principal(fake, ADMIN_TOKEN)["key"] == "admin-token"  # type: ignore[index]
     assert principal(fake, bobs["key"])["user"] == "bob"  # type: ignore[index]
+    assert principal(fake, bobs["key"])["key"] == bobs["key_id"]  # type: ignore[index]
     assert fake.gate["models"][SMOL] == {"owner": "alice", "users": [], "all": False}
     assert all(len(h) == 64 and "argus" not in h for h in fake.gate["principals"])  # hashes only
     fake.set_ready(SMOL)

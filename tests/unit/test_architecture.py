@@ -23,7 +23,7 @@ LAYERS: list[set[str]] = [
     {"config", "demo"},
     {"store"},
     {"serving", "training", "views"},
-    {"accounts", "keys"},
+    {"accounts", "keys", "usage"},
     {"api"},
     {"ui"},
     {"web"},

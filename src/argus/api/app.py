@@ -9,7 +9,7 @@ from argus.api.deps import AppContext
 from argus.api.errors import install_error_handlers
 from argus.api.limits import BodyLimitMiddleware
 from argus.api.metrics import install_metrics
-from argus.api.routes import health, keys, metrics, serve_models, tasks, users
+from argus.api.routes import health, keys, metrics, serve_models, tasks, usage, users
 
 DESCRIPTION = """
 Serve LLMs for many users on a Ray cluster. Post a YAML spec, watch the model go
@@ -32,6 +32,7 @@ def build_api(ctx: AppContext) -> FastAPI:
     app.include_router(health.router)
     app.include_router(users.router)
     app.include_router(keys.router)
+    app.include_router(usage.router)
     app.include_router(serve_models.router)
     app.include_router(tasks.router)
     app.include_router(metrics.router)

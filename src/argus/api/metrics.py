@@ -4,7 +4,8 @@ Each app gets its own `CollectorRegistry` (never prometheus_client's global one)
 several apps in one process (tests, a restarted server) never clash. Three sources:
 
 - the database, counted at scrape time: models by state, models waiting for resources,
-  training tasks by state;
+  training tasks by state, and the OpenAI endpoint's usage (`argus_tokens_total`,
+  `argus_requests_total`);
 - the reconciler, through the small `TickSource` protocol: its tick and error
   counters, read at scrape time, and each tick's duration, pushed through its tick hook;
 - the API itself: a small ASGI middleware counts requests by method, route template
@@ -29,6 +30,7 @@ from argus import __version__
 from argus.api.deps import AppContext
 from argus.serving.states import Trigger
 from argus.store.stats import count_models_by_state, count_tasks_by_state, count_waiting
+from argus.store.usage import totals as usage_totals
 
 # A tick is a database read and a status call (milliseconds), an apply adds about a
 # second; anything near the top bucket means Ray is slow to answer.
@@ -129,6 +131,7 @@ class _ScrapeTimeCollector:
             by_state = count_models_by_state(s)
             pending = count_waiting(s, Trigger.PENDING_RESOURCES.value)
             tasks_by_state = count_tasks_by_state(s)
+            usage = usage_totals(s)
         models = GaugeMetricFamily(
             "argus_models", "Models by state, from the database.", labels=["state"]
         )
@@ -146,6 +149,27 @@ class _ScrapeTimeCollector:
         for task_state, n in tasks_by_state.items():
             tasks.add_metric([task_state.value], n)
         yield tasks
+        tokens = CounterMetricFamily(
+            "argus_tokens",
+            "Tokens through the OpenAI endpoint by user, model and kind (prompt, completion).",
+            labels=["user", "model", "kind"],
+        )
+        requests = CounterMetricFamily(
+            "argus_requests",
+            "Calls to the OpenAI endpoint that reached a model, by user, model and status.",
+            labels=["user", "model", "code"],
+        )
+        by_model: dict[tuple[str, str], list[int]] = {}
+        for user, model, status, n, prompt, completion in usage:
+            requests.add_metric([user, model, str(status)], n)
+            sums = by_model.setdefault((user, model), [0, 0])
+            sums[0] += prompt
+            sums[1] += completion
+        for (user, model), (prompt, completion) in sorted(by_model.items()):
+            tokens.add_metric([user, model, "prompt"], prompt)
+            tokens.add_metric([user, model, "completion"], completion)
+        yield tokens
+        yield requests
         source = self.ctx.status
         ticks, errors = (source.ticks, source.errors) if isinstance(source, TickSource) else (0, 0)
         yield CounterMetricFamily(

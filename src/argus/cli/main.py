@@ -17,6 +17,7 @@ from argus.cli.common import settings as _settings
 from argus.cli.common import user_call as _user_call
 from argus.cli.keys import key_app
 from argus.cli.tasks import task_app
+from argus.cli.usage import usage
 from argus.config import load_settings
 from argus.errors import ArgusError
 
@@ -45,6 +46,7 @@ app.add_typer(key_app, name="key")
 app.add_typer(admin_app, name="admin")
 admin_app.add_typer(user_app, name="user")
 admin_app.add_typer(token_app, name="token")
+app.command("usage")(usage)
 
 T = TypeVar("T")
 Offline = Annotated[

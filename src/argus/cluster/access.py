@@ -8,7 +8,7 @@ request from it, with no call to argus on the request's path.
 The table holds hashes only, never a key: Serve keeps `user_config` in its checkpoint
 and shows it to whoever may read the Serve API.
 
-    {"principals": {sha256(key): {"user": "alice", "admin": false,
+    {"principals": {sha256(key): {"user": "alice", "admin": false, "key": "key_...",
                                   "models": null | ["alice-...-smol", ...],
                                   "expires": null | unix seconds}},
      "models": {"alice-...-smol": {"owner": "alice", "users": ["bob"], "all": false}},
@@ -33,6 +33,7 @@ class Caller:
     user: str
     admin: bool
     models: frozenset[str] | None  # the key's own list; None: every model its user may call
+    key: str = ""  # the key's id (an inference key's, or an argus token's), for usage
 
 
 def key_hash(key: str) -> str:
@@ -61,6 +62,7 @@ def caller_of(table: dict[str, Any], key: str, now: float) -> Caller | None:
         user=str(entry["user"]),
         admin=bool(entry.get("admin", False)),
         models=None if models is None else frozenset(models),
+        key=str(entry.get("key", "")),
     )
 
 

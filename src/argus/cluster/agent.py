@@ -112,6 +112,12 @@ def _dispatch(client: ServeClient, verb: str, body: dict[str, Any]) -> Any:
     if verb == "delete_app":
         client.delete_app(str(body["app_name"]))
         return {}
+    if verb == "drain_usage":
+        batch = client.drain_usage()
+        return None if batch is None else {"batch": batch.batch, "rows": list(batch.rows)}
+    if verb == "ack_usage":
+        client.ack_usage(str(body["batch"]))
+        return {}
     if verb == "check":
         models = [ModelDeployment(m["model_id"], m["llm_config"]) for m in body["models"]]
         return {"refused": client.check(models)}

@@ -16,6 +16,7 @@ from argus.cluster.serve_client import (
     ApplyError,
     ModelDeployment,
     ServeObservation,
+    UsageBatch,
     observation_from_json,
 )
 
@@ -74,6 +75,15 @@ class AgentServeClient:
 
     def observe(self, app_name: str) -> ServeObservation:
         return observation_from_json(self._call("observe", {"app_name": app_name}))
+
+    def drain_usage(self) -> UsageBatch | None:
+        got = self._call("drain_usage")
+        if got is None:
+            return None
+        return UsageBatch(str(got["batch"]), tuple(dict(r) for r in got["rows"]))
+
+    def ack_usage(self, batch: str) -> None:
+        self._call("ack_usage", {"batch": batch})
 
     def close(self) -> None:
         self._http.close()

@@ -17,7 +17,10 @@ and in the ingress replica, never in argus's own process. Annotations stay real 
 `from __future__ import annotations`): FastAPI reads the route handlers' signatures.
 """
 
+import asyncio
 import json
+import logging
+import time
 from typing import Any
 
 from fastapi import Request
@@ -30,12 +33,20 @@ from starlette.middleware import Middleware
 
 from argus.cluster.access import Caller, may_call
 from argus.cluster.gate_asgi import CALLER, Gate, ModelNotFound, http_error
+from argus.cluster.usage import UsageBook, error_status, strip_usage_chunks, tokens_in
+from argus.cluster.usage_sink import sink
+
+log = logging.getLogger("argus.ingress")
+FLUSH_EVERY_S = 2.0  # how often a replica hands its usage rows to the sink
 
 
 class ArgusIngress(OpenAiIngress):  # type: ignore[misc]
     def __init__(self, llm_deployments: Any, model_cards: Any, **kwargs: Any) -> None:
         super().__init__(llm_deployments, model_cards, **kwargs)
         self.table: dict[str, Any] = {}  # until the first reconfigure: nobody may call
+        self.usage = UsageBook()
+        self._flusher: asyncio.Task[None] | None = None
+        self._sink: Any = None
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         """The table argus pushed; swapped whole (requests read it on the same loop)."""
@@ -65,7 +76,8 @@ class ArgusIngress(OpenAiIngress):  # type: ignore[misc]
         return caller is not None and may_call(self.table, caller, get_base_model_id(model))
 
     async def _get_response(self, *, body: Any, call_method: str, raw_request: Any = None) -> Any:
-        """Every model route (chat, completions, embeddings, tokenize, ...) comes here."""
+        """Every model route (chat, completions, embeddings, tokenize, ...) comes here; each
+        call that reaches a model is metered (`argus.cluster.usage`)."""
         model = body.model
         if model is None and len(self._model_cards) == 1:
             model = next(iter(self._model_cards))
@@ -74,10 +86,59 @@ class ArgusIngress(OpenAiIngress):  # type: ignore[misc]
             or not self._may_call(raw_request, model)
         ):
             raise ModelNotFound(model)
-        async for item in super()._get_response(
-            body=body, call_method=call_method, raw_request=raw_request
-        ):
-            yield item
+        strip = _ask_for_usage(body)
+        base = get_base_model_id(model) if model is not None else None
+        streaming = bool(getattr(body, "stream", False))
+        caller = self._caller(raw_request)
+        started, status, tokens, recorded = time.monotonic(), 200, None, False
+
+        def record(final: int) -> None:
+            nonlocal recorded
+            if recorded or caller is None or base is None:
+                return
+            recorded = True
+            latency = time.monotonic() - started
+            self.usage.record(time.time(), caller.user, caller.key, base, final, tokens, latency)
+            self._start_flusher()
+
+        try:
+            async for item in super()._get_response(
+                body=body, call_method=call_method, raw_request=raw_request
+            ):
+                status = error_status(item) or status
+                tokens = tokens_in(item) or tokens
+                if not streaming:
+                    record(status)  # the whole answer: Ray reads no further
+                yield strip_usage_chunks(item) if strip else item
+        except BaseException:
+            record(499 if status == 200 else status)  # the client went away, or it failed
+            raise
+        record(status)
+
+    # -- usage, handed to the sink ---------------------------------------------------------
+    def _start_flusher(self) -> None:
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_forever())
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_EVERY_S)
+            await self.flush_usage()
+
+    async def flush_usage(self) -> None:
+        rows = self.usage.take()
+        if not rows:
+            return
+        try:
+            if self._sink is None:
+                self._sink = await asyncio.to_thread(sink, True)
+            await self._sink.add.remote(rows)
+        except Exception as e:  # the sink or the head is away: keep the rows, try again
+            log.warning(
+                "usage not handed on (%d rows kept): %s: %s", len(rows), type(e).__name__, e
+            )
+            self._sink = None
+            self.usage.put_back(rows)
 
     async def models(self, request: Request) -> ModelList:  # type: ignore[override]
         listed = await super().models()
@@ -88,3 +149,18 @@ class ArgusIngress(OpenAiIngress):  # type: ignore[misc]
             raise ModelNotFound(model)
         card: ModelCard = await super().model_data(model)
         return card
+
+
+def _ask_for_usage(body: Any) -> bool:
+    """Make a stream report its usage; True when the client did not ask for it (the
+    usage chunk is then taken out of what it gets)."""
+    if not getattr(body, "stream", False) or not hasattr(body, "stream_options"):
+        return False
+    options = body.stream_options
+    if options is not None and options.include_usage:
+        return False
+    from vllm.entrypoints.generate.base.protocol import StreamOptions
+
+    continuous = bool(options and options.continuous_usage_stats)
+    body.stream_options = StreamOptions(include_usage=True, continuous_usage_stats=continuous)
+    return True

@@ -55,7 +55,7 @@ def llm_server_version(llm_config: dict[str, Any]) -> str:
 
 
 # argus's ingress code (`argus.cluster.ingress`): a new revision replaces the ingress once.
-INGRESS_REVISION = "argus-gate-1"
+INGRESS_REVISION = "argus-gate-2"  # 2: usage metering
 
 
 def ingress_version(model_ids: list[str]) -> str:

@@ -61,6 +61,14 @@ class ApplyError(RuntimeError):
         self.model_id = model_id
 
 
+@dataclass(frozen=True)
+class UsageBatch:
+    """Usage rows drained from the sink under an id (`argus.cluster.usage_sink`)."""
+
+    batch: str
+    rows: tuple[dict[str, Any], ...]
+
+
 class ServeClient(Protocol):
     def ensure_serve(self) -> None:
         """Connect to Ray and start Serve (HTTP port and proxy location from the config)."""
@@ -83,6 +91,12 @@ class ServeClient(Protocol):
 
     def observe(self, app_name: str) -> ServeObservation:
         """The app's and each deployment's status, and the cluster's resources per node."""
+
+    def drain_usage(self) -> UsageBatch | None:
+        """The usage sink's batch out (the same one until it is acked), or None."""
+
+    def ack_usage(self, batch: str) -> None:
+        """argus stored the batch: the sink forgets it."""
 
 
 def observation_to_json(observed: ServeObservation) -> dict[str, Any]:

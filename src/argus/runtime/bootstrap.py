@@ -28,6 +28,7 @@ from argus.training.datasets import install_demo_chat
 from argus.training.scheduler import TaskScheduler
 from argus.training.spec import TaskLimits
 from argus.training.submission import LaunchSettings
+from argus.usage import UsageCollector
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,7 @@ def build_loop(
         interval_s=interval,
         clock=utcnow,
         tasks=tasks,
+        usage=UsageCollector(db, client, utcnow),
     )
 
 

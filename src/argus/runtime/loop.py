@@ -3,7 +3,8 @@
 Each tick observes the cluster once (Serve's app and deployments, each node's resources,
 the task jobs), then runs the serving controller (models -> one Serve app) and the task
 scheduler (tasks -> Ray jobs) on that one view, so serving and training draw on one
-count. What it saw goes to the status view (`runtime.status`), which the API reads.
+count, and stores the usage the ingress metered (`argus.usage`). What it saw goes to
+the status view (`runtime.status`), which the API reads.
 
 When the cluster cannot be reached the tick stops after the observation: no state is
 changed on a guess. Each live model gets one CLUSTER_LOST event when that starts and one
@@ -24,6 +25,7 @@ from argus.runtime.status import ClusterStatus, TickReport
 from argus.serving.controller import ServingController
 from argus.serving.plan import Plan
 from argus.training.scheduler import TaskScheduler
+from argus.usage import UsageCollector
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,7 @@ class ControlLoop:
     interval_s: float
     clock: Callable[[], datetime]
     tasks: TaskScheduler | None = None
+    usage: UsageCollector | None = None
     monotonic: Callable[[], float] = time.monotonic
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -74,7 +77,16 @@ class ControlLoop:
         self.status.record_apply(self.serving.last_apply)
         if self.tasks is not None and task_view is not None:
             self.tasks.step(task_view, decided.free)
+        self._collect_usage()
         return decided
+
+    def _collect_usage(self) -> None:
+        if self.usage is None:
+            return
+        try:
+            self.usage.collect()
+        except Exception as e:  # usage waits in the sink for the next tick; serving goes on
+            log.warning("usage not collected: %s: %s", type(e).__name__, e)
 
     def _mark(self, lost: bool) -> None:
         try:

@@ -21,6 +21,8 @@ from argus.store import serving as model_store
 from argus.store import users as user_store
 from argus.store.schema import ServeModel
 
+ADMIN_KEY = "admin-token"  # what usage names the admin token by
+
 
 def build_gate(
     s: Session,
@@ -32,16 +34,18 @@ def build_gate(
     users = {u.user_id: u for u in user_store.list_users(s) if not u.disabled}
     principals: dict[str, dict[str, Any]] = {}
     if admin_token_hash:
-        principals[admin_token_hash] = _principal(ADMIN_USER_ID, True)
+        principals[admin_token_hash] = _principal(ADMIN_USER_ID, True, ADMIN_KEY)
     for t in user_store.live_tokens(s):
         user = users.get(t.user_id)
         if user is not None:
-            principals[t.token_hash] = _principal(user.user_id, user.is_admin)
+            principals[t.token_hash] = _principal(user.user_id, user.is_admin, t.token_id)
     for k in key_store.live_keys(s, now):
         user = users.get(k.user_id)
         if user is not None:
             expires = k.expires_at.timestamp() if k.expires_at is not None else None
-            principals[k.key_hash] = _principal(user.user_id, user.is_admin, k.models, expires)
+            principals[k.key_hash] = _principal(
+                user.user_id, user.is_admin, k.key_id, k.models, expires
+            )
     live = models if models is not None else model_store.list_active_models(s)
     return {
         "principals": principals,
@@ -51,9 +55,13 @@ def build_gate(
 
 
 def _principal(
-    user: str, admin: bool, models: list[str] | None = None, expires: float | None = None
+    user: str,
+    admin: bool,
+    key: str,
+    models: list[str] | None = None,
+    expires: float | None = None,
 ) -> dict[str, Any]:
-    return {"user": user, "admin": admin, "models": models, "expires": expires}
+    return {"user": user, "admin": admin, "key": key, "models": models, "expires": expires}
 
 
 def sharing(m: ServeModel) -> dict[str, Any]:

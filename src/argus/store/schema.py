@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    text,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -147,3 +157,30 @@ class TaskEvent(Base):
     time: Mapped[datetime] = mapped_column(UTCDateTime)
     event_type: Mapped[str] = mapped_column(String(32))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class UsageMinute(Base):
+    """What one user's key used of one model in one minute, by HTTP status."""
+
+    __tablename__ = "usage_minutes"
+    __table_args__ = (Index("ix_usage_minutes_user_minute", "user_id", "minute"),)
+
+    minute: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    model_id: Mapped[str] = mapped_column(String(160), primary_key=True)
+    status: Mapped[int] = mapped_column(Integer, primary_key=True)
+    requests: Mapped[int] = mapped_column(Integer)
+    prompt_tokens: Mapped[int] = mapped_column(Integer)
+    completion_tokens: Mapped[int] = mapped_column(Integer)
+    latency_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class UsageBatchStored(Base):
+    """A usage batch argus stored: drained again (its ack was lost), it is not counted twice."""
+
+    __tablename__ = "usage_batches"
+
+    batch_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    stored_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    rows: Mapped[int] = mapped_column(Integer)

@@ -18,7 +18,7 @@ from argus.api.deps import MAX_TOKEN_CHARS, Ctx, authenticate
 from argus.errors import Unauthorized
 from argus.serving import control
 from argus.store.states import ServeState
-from argus.ui import routes_admin, routes_keys, routes_serving, routes_tasks
+from argus.ui import routes_admin, routes_keys, routes_serving, routes_tasks, routes_usage
 from argus.ui.pages import PageError, render
 from argus.ui.session import (
     CSRF_FIELD,
@@ -110,4 +110,5 @@ async def logout(request: Request, ctx: Ctx) -> Response:
 router.include_router(routes_serving.router)
 router.include_router(routes_tasks.router)
 router.include_router(routes_keys.router)
+router.include_router(routes_usage.router)
 router.include_router(routes_admin.router)
