@@ -59,14 +59,12 @@ def _tier(keywords: object) -> str:
 # own `--dist loadgroup` does not work with pytest 9.2 (it renames `item._nodeid`, which
 # pytest no longer reads), so the grouping is a scheduler of ours.
 OWN_CLUSTER_MODULES = frozenset({"tests/e2e/test_multinode.py", "tests/e2e/test_gcs_ft.py"})
-# End-to-end modules with no Ray, on the light worker after its tiers: that worker is done
-# minutes before the end-to-end one.
-NO_RAY_MODULES = frozenset({"tests/e2e/test_demo_model.py"})
+# Measured: the demo model's module on the light worker, and the demo conversion beside
+# the stack's start, made the run slower (the stack's setup 141 s against 92 s, the redo
+# 76 s against 28 s): two cores were busy already.
 
 
 def worker_group(nodeid: str) -> str:
-    if nodeid.split("::", 1)[0] in NO_RAY_MODULES:
-        return "rest"
     return "e2e" if nodeid.startswith("tests/e2e/") else "rest"
 
 
@@ -85,11 +83,8 @@ def _module(item: pytest.Item) -> str:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # Stable: the own-cluster modules last, before them the no-Ray end-to-end modules,
-    # everything else in its collected order.
-    items.sort(
-        key=lambda item: (_module(item) in OWN_CLUSTER_MODULES, _module(item) in NO_RAY_MODULES)
-    )
+    # Stable: the own-cluster modules last, everything else in its collected order.
+    items.sort(key=lambda item: _module(item) in OWN_CLUSTER_MODULES)
     for item in items:
         tier = _tier(item.keywords)
         if item.get_closest_marker("timeout") is None and tier in TIER_TIMEOUT_S:

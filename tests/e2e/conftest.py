@@ -24,7 +24,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -361,10 +360,8 @@ def stack(
     s = Stack(data, env)
     _STACKS.append(s)
     try:
-        with ThreadPoolExecutor(1) as pool:
-            up = pool.submit(s.start_argus)  # argus and its head start while ...
-            request.getfixturevalue("demo_storage")  # ... the demo model is converted
-            up.result()
+        request.getfixturevalue("demo_storage")  # converted first: beside argus's start
+        s.start_argus()  # on two busy cores, both took longer than one after the other
         s.admin = (data / "admin-token").read_text().strip()
         s.token = s.new_user("alice", allow_commands=True)
         yield s
