@@ -30,8 +30,10 @@ from argus.training.control import request_cancel
 from argus.views import token_view, user_view
 
 _SUSPENDABLE = frozenset({ServeState.QUEUED, ServeState.DEPLOYING, ServeState.RUNNING})
-QUOTA_FIELDS = ("max_gpus", "max_models", "max_replicas")
+RATE_FIELDS = ("requests_per_minute", "tokens_per_minute")
+QUOTA_FIELDS = ("max_gpus", "max_models", "max_replicas", *RATE_FIELDS)
 MAX_QUOTA = 100_000
+MAX_RATE = 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,8 @@ def _quota_view(s: Session, user: User, defaults: Quota) -> dict[str, Any]:
             "max_gpus": quota.max_gpus,
             "max_models": quota.max_models,
             "max_replicas": quota.max_replicas,
+            "requests_per_minute": quota.requests_per_minute,
+            "tokens_per_minute": quota.tokens_per_minute,
             "set_by_admin": [f for f in QUOTA_FIELDS if getattr(user, f) is not None],
         },
         "usage": {
@@ -106,10 +110,11 @@ def update_user(
     for name, value in (change.quota or {}).items():
         if name not in QUOTA_FIELDS:
             raise Unprocessable(f"{name}: unknown quota; use {', '.join(QUOTA_FIELDS)}")
-        if value is not None and not 0 <= value <= MAX_QUOTA:
+        low, high = (1, MAX_RATE) if name in RATE_FIELDS else (0, MAX_QUOTA)
+        if value is not None and not low <= value <= high:
             raise Unprocessable(
-                f"{name}: must be between 0 and {MAX_QUOTA}, or null for the default",
-                details=[{"field": name, "message": f"must be between 0 and {MAX_QUOTA}"}],
+                f"{name}: must be between {low} and {high}, or null for the default",
+                details=[{"field": name, "message": f"must be between {low} and {high}"}],
             )
     with db.write() as s:
         user = store.get_user(s, user_id)

@@ -49,6 +49,8 @@ ENV_OVERRIDES: dict[str, str] = {
     "ARGUS_MAX_GPUS": "quotas.max_gpus",
     "ARGUS_MAX_MODELS": "quotas.max_models",
     "ARGUS_MAX_REPLICAS": "quotas.max_replicas",
+    "ARGUS_REQUESTS_PER_MINUTE": "quotas.requests_per_minute",
+    "ARGUS_TOKENS_PER_MINUTE": "quotas.tokens_per_minute",
 }
 CONFIG_ENV = "ARGUS_CONFIG"
 ADMIN_TOKEN_ENV = "ARGUS_ADMIN_TOKEN"
@@ -209,9 +211,25 @@ class QuotaSettings(_Section):
     )
     max_models: int = Field(8, ge=0, description="Live models a user may have.")
     max_replicas: int = Field(4, ge=1, description="Replicas one model of a user may have.")
+    requests_per_minute: int | None = Field(
+        None,
+        ge=1,
+        description="Calls a user may make to the OpenAI endpoint a minute; none: no limit.",
+    )
+    tokens_per_minute: int | None = Field(
+        None,
+        ge=1,
+        description="Tokens (prompt and completion) a user may spend a minute; none: no limit.",
+    )
 
     def as_quota(self) -> Quota:
-        return Quota(self.max_gpus, self.max_models, self.max_replicas)
+        return Quota(
+            self.max_gpus,
+            self.max_models,
+            self.max_replicas,
+            self.requests_per_minute,
+            self.tokens_per_minute,
+        )
 
 
 class Settings(_Section):

@@ -17,6 +17,9 @@ class Quota:
     max_gpus: int
     max_models: int
     max_replicas: int
+    # The OpenAI endpoint's rate limits (`argus.cluster.limits`); None: no limit.
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
 
 
 @dataclass(frozen=True)

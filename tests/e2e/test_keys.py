@@ -190,3 +190,37 @@ def test_usage_totals_equal_what_the_answers_reported_streaming_too(
     text = stack.call("GET", "/metrics", stack.admin).text
     assert f'argus_tokens_total{{kind="completion",model="{model_id}",user="alice"}}' in text
     assert stack.replica_pids(model_id) == pids
+
+
+def test_past_a_users_rate_limit_calls_get_429_with_retry_after(
+    stack: Stack, smol: tuple[str, str]
+) -> None:
+    _, model_id = smol
+    pids = stack.settled_pids(model_id, 1)
+    r = stack.call("PATCH", "/api/v2/users/alice", stack.admin, json={"requests_per_minute": 2})
+    assert r.status_code == 200, r.text
+    try:
+        refused: list[openai.RateLimitError] = []
+
+        def limited() -> bool:
+            try:
+                ask(stack.openai(), model_id)
+            except openai.RateLimitError as e:
+                refused.append(e)
+                return True
+            return False
+
+        bit_in = until(limited, 30)
+        print(f"a rate limit took {bit_in:.1f} s to bite")
+        error = refused[-1]
+        assert error.code == "rate_limit_exceeded"
+        assert 1 <= int(error.response.headers["retry-after"]) <= 60
+        assert stack.openai(stack.admin).models.list()  # the admin has no limit
+        ask(stack.openai(stack.admin), model_id)
+    finally:
+        r = stack.call(
+            "PATCH", "/api/v2/users/alice", stack.admin, json={"requests_per_minute": None}
+        )
+        assert r.status_code == 200, r.text
+    until(lambda: status(stack.openai(), model_id) == 200, 30)  # lifted within seconds
+    assert stack.replica_pids(model_id) == pids

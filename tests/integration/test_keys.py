@@ -3,11 +3,13 @@ push of the table (FakeServeClient), and the gate the ingress runs (plain ASGI).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -15,7 +17,7 @@ from starlette.testclient import TestClient
 
 from argus import keys
 from argus.cluster.access import caller_of, key_hash
-from argus.cluster.gate_asgi import CALLER, Gate
+from argus.cluster.gate_asgi import CALLER, Gate, RateLimited, http_error
 from argus.runtime.bootstrap import build_loop
 from argus.runtime.loop import ControlLoop
 from tests.conftest import ADMIN_TOKEN, spec_yaml
@@ -269,3 +271,45 @@ def test_the_gate_answers_cors_for_listed_origins_only() -> None:
     r = client.post("/v1/models", headers={"Origin": "https://app.example", **auth})
     assert r.headers["access-control-allow-origin"] == "https://app.example"
     assert r.headers["vary"] == "Origin"
+
+
+def test_a_rate_limited_call_is_a_429_in_the_openai_shape_with_retry_after() -> None:
+    async def limited(request: Request) -> JSONResponse:
+        raise RateLimited("alice", "requests", 12.3)
+
+    app = Starlette(routes=[Route("/v1/chat/completions", limited, methods=["POST"])])
+    app.add_exception_handler(HTTPException, http_error)
+    r = TestClient(Gate(app, Ingress(TABLE))).post(
+        "/v1/chat/completions", headers={"Authorization": "Bearer k-alice"}
+    )
+    assert r.status_code == 429 and r.headers["retry-after"] == "13"
+    error = r.json()["error"]
+    assert error["code"] == "rate_limit_exceeded" and error["type"] == "requests"
+    assert "try again in 13 s" in error["message"]
+
+
+def test_the_table_carries_each_users_rate_limits_admin_set_or_default(
+    api: Api, rec: ControlLoop, fake: FakeServeClient
+) -> None:
+    alice, _ = api.new_user("alice"), api.new_user("bob")
+    api.post_spec(alice, spec_yaml())
+    r = api.client.patch(
+        "/api/v2/users/alice", json={"requests_per_minute": 30}, headers=api.headers()
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["quota"]["requests_per_minute"] == 30
+    assert r.json()["quota"]["set_by_admin"] == ["requests_per_minute"]
+    rec.serving.quotas = replace(
+        rec.serving.quotas or api.settings.quotas.as_quota(), tokens_per_minute=5000
+    )
+    rec.tick()
+    assert fake.gate["limits"] == {
+        "alice": {"rpm": 30, "tpm": 5000},
+        "bob": {"rpm": None, "tpm": 5000},
+    }
+    assert fake.gate["ingress_replicas"] == 1
+    for bad in (0, -1, 10**10, "many"):
+        r = api.client.patch(
+            "/api/v2/users/bob", json={"tokens_per_minute": bad}, headers=api.headers()
+        )
+        assert r.status_code == 422, (bad, r.text)

@@ -17,6 +17,8 @@ def test_me_answers_who_the_caller_is(api: Api) -> None:
         "max_gpus": 8,
         "max_models": 8,
         "max_replicas": 4,
+        "requests_per_minute": None,  # no rate limit unless the config or the admin sets one
+        "tokens_per_minute": None,
         "set_by_admin": [],
     }
     assert alice["usage"] == {"models": 0, "gpus": 0, "model_gpus": 0, "task_gpus": 0}

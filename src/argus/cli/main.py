@@ -178,6 +178,12 @@ def user_update(
     max_replicas: Annotated[
         int | None, typer.Option(help="Replicas of one model; -1: the default.")
     ] = None,
+    requests_per_minute: Annotated[
+        int | None, typer.Option(help="Calls to the OpenAI endpoint a minute; -1: the default.")
+    ] = None,
+    tokens_per_minute: Annotated[
+        int | None, typer.Option(help="Tokens a minute on the OpenAI endpoint; -1: the default.")
+    ] = None,
     offline: Offline = False,
 ) -> None:
     """Set a user's permission to run commands and their quotas."""
@@ -188,12 +194,15 @@ def user_update(
         ("max_gpus", max_gpus),
         ("max_models", max_models),
         ("max_replicas", max_replicas),
+        ("requests_per_minute", requests_per_minute),
+        ("tokens_per_minute", tokens_per_minute),
     ):
         if value is not None:
             body[name] = None if value < 0 else value
     if not body:
         _fail(
-            "nothing to change: give --allow-commands, --max-gpus, --max-models or --max-replicas"
+            "nothing to change: give --allow-commands, --max-gpus, --max-models, --max-replicas, "
+            "--requests-per-minute or --tokens-per-minute"
         )
     _update_user(user_id, body, offline)
 

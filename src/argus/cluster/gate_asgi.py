@@ -26,6 +26,7 @@ from argus.cluster.access import (
     openai_error,
     origin_allowed,
 )
+from argus.cluster.limits import retry_after
 
 
 class HoldsTable(Protocol):
@@ -41,6 +42,19 @@ CALLER = "argus_caller"  # where the gate leaves the caller in the request's sta
 class ModelNotFound(HTTPException):
     def __init__(self, model: str) -> None:
         super().__init__(404, detail=model_not_found(model))  # type: ignore[arg-type]
+
+
+class RateLimited(HTTPException):
+    """429 in the OpenAI shape, with `Retry-After` (`argus.cluster.limits`)."""
+
+    def __init__(self, user: str, kind: str, wait_s: float) -> None:
+        after = retry_after(wait_s)
+        message = (
+            f"Rate limit reached for {user}: {kind} per minute; try again in {after} s "
+            "(the admin sets the limits)."
+        )
+        detail = openai_error(message, kind, "rate_limit_exceeded")
+        super().__init__(429, detail=detail, headers={"Retry-After": after})  # type: ignore[arg-type]
 
 
 class Gate:
@@ -108,7 +122,7 @@ async def http_error(request: Request, e: Exception) -> JSONResponse:
     """FastAPI's `{"detail": ...}` errors (a bad route, a bad method) in the OpenAI shape."""
     assert isinstance(e, HTTPException)
     if isinstance(e.detail, dict) and "error" in e.detail:
-        return JSONResponse(e.detail, e.status_code)
+        return JSONResponse(e.detail, e.status_code, headers=e.headers)
     kind = "invalid_request_error" if e.status_code < 500 else "server_error"
     code = "not_found" if e.status_code == 404 else "invalid_request"
     return JSONResponse(openai_error(str(e.detail), kind, code), e.status_code)

@@ -11,6 +11,9 @@ a revoked key or a changed share bites within a reconcile tick or two, and no re
   does not exist gets, so ids do not leak; `/v1/models` lists only what the caller may call.
 - CORS: Ray's ingress allows every origin with credentials; this one allows the origins
   the config lists (`serving.cors_origins`) and no other.
+- Rate limits per user (`argus.cluster.limits`): past one, 429 with `Retry-After`.
+- Usage: every call that reaches a model is metered (`argus.cluster.usage`) and handed to
+  the usage sink every few seconds, off the request's path.
 
 This module imports Ray and FastAPI: it is loaded in the Ray agent (which builds the app)
 and in the ingress replica, never in argus's own process. Annotations stay real (no
@@ -32,7 +35,8 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
 from argus.cluster.access import Caller, may_call
-from argus.cluster.gate_asgi import CALLER, Gate, ModelNotFound, http_error
+from argus.cluster.gate_asgi import CALLER, Gate, ModelNotFound, RateLimited, http_error
+from argus.cluster.limits import RateLimiter, limits_of
 from argus.cluster.usage import UsageBook, error_status, strip_usage_chunks, tokens_in
 from argus.cluster.usage_sink import sink
 
@@ -45,6 +49,7 @@ class ArgusIngress(OpenAiIngress):  # type: ignore[misc]
         super().__init__(llm_deployments, model_cards, **kwargs)
         self.table: dict[str, Any] = {}  # until the first reconfigure: nobody may call
         self.usage = UsageBook()
+        self.limiter = RateLimiter()
         self._flusher: asyncio.Task[None] | None = None
         self._sink: Any = None
 
@@ -86,7 +91,6 @@ class ArgusIngress(OpenAiIngress):  # type: ignore[misc]
             or not self._may_call(raw_request, model)
         ):
             raise ModelNotFound(model)
-        strip = _ask_for_usage(body)
         base = get_base_model_id(model) if model is not None else None
         streaming = bool(getattr(body, "stream", False))
         caller = self._caller(raw_request)
@@ -99,7 +103,17 @@ class ArgusIngress(OpenAiIngress):  # type: ignore[misc]
             recorded = True
             latency = time.monotonic() - started
             self.usage.record(time.time(), caller.user, caller.key, base, final, tokens, latency)
+            if tokens is not None:
+                spent = tokens.prompt + tokens.completion
+                self.limiter.spent(caller.user, time.monotonic(), spent)
             self._start_flusher()
+
+        if caller is not None and not caller.admin:
+            refused = self.limiter.admit(caller.user, started, limits_of(self.table, caller.user))
+            if refused is not None:
+                record(429)
+                raise RateLimited(caller.user, refused.kind, refused.wait_s)
+        strip = _ask_for_usage(body)
 
         try:
             async for item in super()._get_response(
@@ -124,6 +138,7 @@ class ArgusIngress(OpenAiIngress):  # type: ignore[misc]
         while True:
             await asyncio.sleep(FLUSH_EVERY_S)
             await self.flush_usage()
+            self.limiter.forget_idle(time.monotonic())
 
     async def flush_usage(self) -> None:
         rows = self.usage.take()

@@ -131,6 +131,7 @@ def build_loop(
         clock=utcnow,
         admin_token_hash=hash_token(ensure_admin_token(settings).token),
         cors_origins=tuple(settings.serving.serve.cors_origins),
+        quotas=settings.quotas.as_quota(),
     )
     interval = settings.serving.reconcile_interval_s
     status = ClusterStatus(settings.serving.app_name, interval, tasks)

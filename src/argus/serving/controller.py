@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from argus.cluster.serve_client import ApplyError, ServeClient, ServeObservation
+from argus.quotas import Quota
 from argus.serving.gate import build_gate
 from argus.serving.llm_config import EngineSettings
 from argus.serving.plan import Change, LastApply, ModelRecord, Plan, plan
@@ -46,6 +47,7 @@ class ServingController:
     last_apply: LastApply | None = None
     admin_token_hash: str = ""  # the admin token may call every model
     cors_origins: tuple[str, ...] = ()  # the web origins allowed to call :8000
+    quotas: Quota | None = None  # the config's defaults, for the rate limits in the gate
 
     def step(
         self, observed: ServeObservation, now: float, claims: Sequence[dict[str, float]] = ()
@@ -92,7 +94,9 @@ class ServingController:
         with self.db.read() as s:
             models = store.list_active_models(s)
             last_events = store.last_event_types(s, [m.model_key for m in models])
-            gate = build_gate(s, self.admin_token_hash, self.cors_origins, self.clock(), models)
+            gate = build_gate(
+                s, self.admin_token_hash, self.cors_origins, self.clock(), models, self.quotas
+            )
             return [self._record_of(m, last_events.get(m.model_key)) for m in models], gate
 
     def _record_of(self, m: ServeModel, last_event: str | None) -> ModelRecord:

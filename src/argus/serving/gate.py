@@ -16,12 +16,17 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from argus.auth.tokens import ADMIN_USER_ID
+from argus.quotas import Quota
 from argus.store import keys as key_store
 from argus.store import serving as model_store
 from argus.store import users as user_store
 from argus.store.schema import ServeModel
 
 ADMIN_KEY = "admin-token"  # what usage names the admin token by
+# argus deploys one ingress replica (Ray Serve LLM's default autoscaling never adds one);
+# each replica enforces its share of a rate limit (`argus.cluster.limits`).
+INGRESS_REPLICAS = 1
+NO_QUOTA = Quota(0, 0, 0)  # only its rate limits (none) are read here
 
 
 def build_gate(
@@ -30,8 +35,14 @@ def build_gate(
     cors_origins: Sequence[str],
     now: datetime,
     models: Sequence[ServeModel] | None = None,
+    defaults: Quota | None = None,
 ) -> dict[str, Any]:
     users = {u.user_id: u for u in user_store.list_users(s) if not u.disabled}
+    limits = {}
+    for u in users.values():
+        q = user_store.quota_of(u, defaults or NO_QUOTA)
+        if not u.is_admin and (q.requests_per_minute or q.tokens_per_minute):
+            limits[u.user_id] = {"rpm": q.requests_per_minute, "tpm": q.tokens_per_minute}
     principals: dict[str, dict[str, Any]] = {}
     if admin_token_hash:
         principals[admin_token_hash] = _principal(ADMIN_USER_ID, True, ADMIN_KEY)
@@ -51,6 +62,8 @@ def build_gate(
         "principals": principals,
         "models": {m.model_id: sharing(m) for m in live},
         "cors_origins": sorted(cors_origins),
+        "limits": limits,
+        "ingress_replicas": INGRESS_REPLICAS,
     }
 
 

@@ -57,6 +57,9 @@ class User(Base):
     max_gpus: Mapped[int | None] = mapped_column(Integer, default=None)
     max_models: Mapped[int | None] = mapped_column(Integer, default=None)
     max_replicas: Mapped[int | None] = mapped_column(Integer, default=None)
+    # The OpenAI endpoint's rate limits; None: the config's default.
+    requests_per_minute: Mapped[int | None] = mapped_column(Integer, default=None)
+    tokens_per_minute: Mapped[int | None] = mapped_column(Integer, default=None)
 
 
 class Token(Base):

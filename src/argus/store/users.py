@@ -86,6 +86,12 @@ def quota_of(user: User, defaults: Quota) -> Quota:
         max_gpus=defaults.max_gpus if user.max_gpus is None else user.max_gpus,
         max_models=defaults.max_models if user.max_models is None else user.max_models,
         max_replicas=defaults.max_replicas if user.max_replicas is None else user.max_replicas,
+        requests_per_minute=defaults.requests_per_minute
+        if user.requests_per_minute is None
+        else user.requests_per_minute,
+        tokens_per_minute=defaults.tokens_per_minute
+        if user.tokens_per_minute is None
+        else user.tokens_per_minute,
     )
 
 

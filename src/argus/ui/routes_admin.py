@@ -99,7 +99,7 @@ def set_limits(ctx: Ctx, session: AdminSession, form: Form, user_id: str) -> Res
     quota: dict[str, int | None] = {}
     for name in accounts.QUOTA_FIELDS:
         raw = form.get(name, "").strip()
-        if raw and not re.fullmatch(r"[0-9]{1,6}", raw):
+        if raw and not re.fullmatch(r"[0-9]{1,10}", raw):
             return _redirect(f"{name} must be a whole number (or empty for the default)", "error")
         quota[name] = int(raw) if raw else None
     change = accounts.UserUpdate(allow_commands=form.get("allow_commands") == "true", quota=quota)

@@ -39,6 +39,18 @@ class UserPatch(BaseModel):
     max_gpus: int | None = QUOTA
     max_models: int | None = QUOTA
     max_replicas: int | None = QUOTA
+    requests_per_minute: int | None = Field(
+        None,
+        ge=1,
+        le=accounts.MAX_RATE,
+        description="Calls to the OpenAI endpoint a minute (429 past it); null: the default.",
+    )
+    tokens_per_minute: int | None = Field(
+        None,
+        ge=1,
+        le=accounts.MAX_RATE,
+        description="Tokens (prompt and completion) a minute (429 past it); null: the default.",
+    )
 
 
 @router.get(
