@@ -43,14 +43,12 @@ TINY = "tiny-llama"
 ENGINE_START_S = 420
 OUTAGE_S = 20  # the head stays down this long: a container restart takes about as much
 CHAT_TIMEOUT_S = 5.0
-# Run alone, every chat sent while the head was down was answered (35 of 35); in full
-# suites they timed out in four runs of five. The cause found (2026-12-01): the head was
-# killed 3 s after the first chat, which on a busy machine had not answered yet (5.6 s),
-# so the worker's proxy had never called the ingress, nor the ingress the model: a Ray
-# process finds an actor it has not called yet through the GCS, and could not until the
-# head was back. The outage now starts once chats have answered. Should the chats still
-# fail, the test is XFAIL with their figures instead of hiding them; the rest is asserted.
-KNOWN_OUTAGE_REGRESSION = "issue 12: chats through a worker proxy timed out, head down"
+# Every chat sent while the head is down must be answered. In full suites they once timed
+# out in four runs of five, where the module alone answered all: the head was killed 3 s
+# after the first chat, which on a busy machine had not answered yet (5.6 s), so the
+# worker's proxy had never called the ingress, nor the ingress the model, and a Ray process
+# finds an actor it has not called yet through the GCS. The outage starts once chats have
+# answered (two full suites since: every one answered).
 
 
 @dataclass
@@ -277,6 +275,5 @@ def test_a_lost_head_stops_no_replica_and_argus_adopts_the_app_again(ft: FT) -> 
     assert got["model"]["state"] == "RUNNING", got["model"]
     kinds = [e["event_type"] for e in reversed(got["events"])]
     assert kinds[-2:] == ["CLUSTER_LOST", "CLUSTER_BACK"], kinds  # no REDEPLOY, no APPLIED
-    if not (outage and all(ok for _, ok, _ in outage)):
-        answered = sum(ok for _, ok, _ in outage)
-        pytest.xfail(f"{KNOWN_OUTAGE_REGRESSION}: {answered}/{len(outage)} answered")
+    # Every chat sent while the head was down answered, through the worker's own proxy.
+    assert outage and all(ok for _, ok, _ in outage), failed[:5]
