@@ -71,6 +71,9 @@ def worker_group(nodeid: str) -> str:
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     from xdist.scheduler import LoadScopeScheduling
 
+    if config.getoption("dist") != "load":
+        return None  # `make check` (no e2e) asks for `--dist loadfile`: files on both workers
+
     class TwoGroups(LoadScopeScheduling):  # type: ignore[misc]
         def _split_scope(self, nodeid: str) -> str:
             return worker_group(nodeid)

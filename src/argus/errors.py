@@ -39,6 +39,10 @@ class Conflict(ArgusError):
     status, code = 409, "conflict"
 
 
+class TooManyRequests(ArgusError):
+    status, code = 429, "rate_limited"
+
+
 class Unavailable(ArgusError):
     status, code = 503, "unavailable"
 

@@ -56,6 +56,7 @@ class LiveArgus:
     ctx: AppContext
     fake: FakeServeClient
     reconciler: ControlLoop
+    openai: FakeOpenAI
 
     def new_user(self, user_id: str, *, commands: bool = False) -> str:
         now = datetime.now(UTC)
@@ -100,7 +101,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveArgus]:
         time.sleep(0.05)
     reconciler.start()
     try:
-        yield LiveArgus(f"http://127.0.0.1:{port}", ctx, fake, reconciler)
+        yield LiveArgus(f"http://127.0.0.1:{port}", ctx, fake, reconciler, openai)
     finally:
         reconciler.stop()
         server.should_exit = True

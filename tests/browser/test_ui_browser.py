@@ -108,10 +108,28 @@ def test_deploy_watch_try_scale_and_delete(page: Page, live: LiveArgus) -> None:
     copied = page.evaluate("navigator.clipboard.readText()")
     assert copied == page.locator("#base-url").inner_text()
 
-    # Try it: one message, the answer shown.
+    # The playground: the answer streams in, then its usage and the settings it used.
+    page.fill("#try-system", "Answer in one sentence.")
     page.fill("#try-message", "What is the capital of France?")
+    page.fill("#try-max-tokens", "32")
     page.click("#try-form button[type=submit]")
     expect(page.locator("#try-output")).to_have_text(ANSWER)
+    expect(page.locator("#try-output")).to_have_class("try-output answer")
+    expect(page.locator("#try-usage")).to_contain_text(
+        "9 prompt + 6 completion tokens · temperature 0 · max tokens 32 · with a system prompt"
+    )
+    screenshot(page, "model-playground")
+    sent = live.openai.requests[-1]["body"]
+    assert sent["messages"][0] == {"role": "system", "content": "Answer in one sentence."}
+    assert (sent["temperature"], sent["max_tokens"], sent["stream"]) == (0, 32, True)
+    # A setting out of range is refused with the field's reason, nothing sent.
+    # (the browser's own check of min/max is switched off: the server's is what counts)
+    page.evaluate("document.getElementById('try-form').noValidate = true")
+    page.fill("#try-temperature", "7")
+    page.click("#try-form button[type=submit]")
+    expect(page.locator("#try-output")).to_have_text("temperature: a number from 0 to 2")
+    expect(page.locator("#try-output")).to_have_class("try-output failed")
+    page.fill("#try-temperature", "0")
 
     # Scale to 2: still RUNNING, 1 of 2 ready, then 2 of 2.
     page.fill("#replicas-detail-" + page.url.rsplit("/", 1)[1], "2")

@@ -7,6 +7,7 @@ user sees: the status, where a redirect goes, what the page says, what changed.
 from __future__ import annotations
 
 import html
+import json
 import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -636,31 +637,104 @@ def test_try_it_on_a_model_that_is_not_running_says_so(
     assert r.status_code == 403
 
 
-def test_try_it_sends_one_message_and_shows_the_answer(
+def events_of(r: Any) -> list[dict[str, Any]]:
+    assert r.headers["content-type"].startswith("application/x-ndjson"), r.text
+    return [json.loads(line) for line in r.text.splitlines()]
+
+
+def alice_playground(
     api_factory: Callable[..., Api], openai_stub: FakeOpenAI
-) -> None:
+) -> tuple[Api, str, str, str]:
+    """An argus whose :8000 is the stub; alice logged in on her RUNNING model's page."""
     api = api_factory(ARGUS_SERVE_PORT=str(openai_stub.port), ARGUS_SERVE_HOST="0.0.0.0")
     alice = api.new_user("alice")
     key = make_running(api, alice)
     login(api, alice)
-    csrf = page_csrf(api, f"/ui/serving/{key}")
-    r = post(api, f"/ui/serving/{key}/try", {"csrf": csrf, "message": "Capital of France?"})
+    return api, alice, key, page_csrf(api, f"/ui/serving/{key}")
+
+
+def test_the_playground_streams_the_answer_with_its_usage_and_settings(
+    api_factory: Callable[..., Api], openai_stub: FakeOpenAI
+) -> None:
+    api, alice, key, csrf = alice_playground(api_factory, openai_stub)
+    form = {"csrf": csrf, "message": "Capital of France?", "system": "Be brief."}
+    r = post(api, f"/ui/serving/{key}/try", form | {"temperature": "0.7", "max_tokens": "64"})
     assert r.status_code == 200, r.text
-    assert r.json() == {
-        "ok": True,
-        "answer": "The capital of France is Paris.",
+    events = events_of(r)
+    assert events[0] == {
         "model": ALICE_MODEL_ID,
+        "settings": {"temperature": 0.7, "max_tokens": 64, "system": "Be brief."},
     }
+    deltas = [e["delta"] for e in events if "delta" in e]
+    assert len(deltas) == 6  # one event per word, as the endpoint streamed them
+    assert "".join(deltas) == "The capital of France is Paris."
+    done = events[-1]
+    assert done["done"] is True
+    assert done["usage"] == {"prompt_tokens": 9, "completion_tokens": 6}
+    assert done["finish_reason"] == "stop"
+
     (sent,) = openai_stub.requests
     assert sent["path"] == "/v1/chat/completions"
-    assert sent["body"]["model"] == ALICE_MODEL_ID
-    assert sent["body"]["messages"] == [{"role": "user", "content": "Capital of France?"}]
-    assert sent["body"]["max_tokens"] == 128
+    # The user's own token: the gate checks, limits and meters the playground as any client.
+    assert sent["authorization"] == f"Bearer {alice}"
+    assert sent["body"] == {
+        "model": ALICE_MODEL_ID,
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Capital of France?"},
+        ],
+        "temperature": 0.7,
+        "max_tokens": 64,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+
+    # Empty settings take the defaults: temperature 0, 128 tokens, no system prompt.
+    r = post(api, f"/ui/serving/{key}/try", {"csrf": csrf, "message": "Hi", "temperature": ""})
+    assert events_of(r)[0]["settings"] == {"temperature": 0.0, "max_tokens": 128, "system": ""}
+    assert openai_stub.requests[-1]["body"]["messages"] == [{"role": "user", "content": "Hi"}]
+
+    # The endpoint's own refusal keeps its status where it is the user's to act on.
+    openai_stub.refuse = (429, "over 2 requests a minute; retry in 41 s")
+    r = post(api, f"/ui/serving/{key}/try", {"csrf": csrf, "message": "Hello?"})
+    assert r.status_code == 429
+    assert r.json()["error"] == "the model refused: over 2 requests a minute; retry in 41 s"
+    openai_stub.refuse = (500, "engine died")
+    r = post(api, f"/ui/serving/{key}/try", {"csrf": csrf, "message": "Hello?"})
+    assert (r.status_code, r.json()["error"]) == (502, "the model answered HTTP 500: engine died")
 
     openai_stub.close()  # nothing listens there any more
     r = post(api, f"/ui/serving/{key}/try", {"csrf": csrf, "message": "Hello?"})
     assert r.status_code == 502
     assert r.json()["error"].startswith("could not reach the model: ")
+
+
+PLAYGROUND_REFUSALS = [
+    ({"temperature": "hot"}, "temperature: a number from 0 to 2"),
+    ({"temperature": "2.5"}, "temperature: a number from 0 to 2"),
+    ({"temperature": "-0.1"}, "temperature: a number from 0 to 2"),
+    ({"temperature": "nan"}, "temperature: a number from 0 to 2"),
+    ({"max_tokens": "0"}, "max_tokens: a whole number from 1 to 1024"),
+    ({"max_tokens": "1025"}, "max_tokens: a whole number from 1 to 1024"),
+    ({"max_tokens": "9" * 400}, "max_tokens: a whole number from 1 to 1024"),
+    ({"max_tokens": "1.5"}, "max_tokens: a whole number from 1 to 1024"),
+    ({"system": "x" * 4001}, "system: keep it under 4000 characters"),
+    ({"message": "x" * 4001}, "message: keep it under 4000 characters"),
+    (
+        {"temperature": "9", "max_tokens": "-1"},
+        "temperature: a number from 0 to 2; max_tokens: a whole number from 1 to 1024",
+    ),
+]
+
+
+def test_the_playground_refuses_bad_settings_before_sending(
+    api_factory: Callable[..., Api], openai_stub: FakeOpenAI
+) -> None:
+    api, _, key, csrf = alice_playground(api_factory, openai_stub)
+    for fields, error in PLAYGROUND_REFUSALS:
+        r = post(api, f"/ui/serving/{key}/try", {"csrf": csrf, "message": "Hi"} | fields)
+        assert (r.status_code, r.json()) == (422, {"ok": False, "error": error}), fields
+    assert openai_stub.requests == []
 
 
 # -- pure helper ---------------------------------------------------------------------------

@@ -167,7 +167,6 @@ def build_context(
         ),
         quotas=settings.quotas.as_quota(),
         chat_url=chat_url(settings.serving.serve.http_host, settings.serving.serve.http_port),
-        chat_key=admin.token,
         engine=engine_settings(settings),
         check=check,
     )

@@ -6,7 +6,7 @@ control loop does the rest. The API, the UI and the CLI call these, nothing else
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -25,7 +25,6 @@ from argus.errors import BadRequest, Conflict, Forbidden, NotFound, Unprocessabl
 from argus.ids import make_model_id, make_model_id_prefix, new_model_key
 from argus.quotas import Quota, model_refusal
 from argus.serving import chat
-from argus.serving.chat import Answer
 from argus.serving.llm_config import EngineSettings, build_llm_config
 from argus.serving.spec import (
     Access,
@@ -48,7 +47,6 @@ from argus.yamlspec import FieldError, SpecInvalid, SpecSyntaxError, load_yaml_m
 
 MAX_SPEC_BYTES = 32 * 1024  # a spec is a few hundred bytes; an echo of it stays small
 EVENTS_PAGE = 50
-TRY_MAX_CHARS = 4000
 
 
 Check = Callable[[Sequence[ModelDeployment]], dict[str, str]]
@@ -61,7 +59,6 @@ class ServingContext:
     limits: SpecLimits
     quotas: Quota  # the defaults; the admin may set a user's own
     chat_url: str = ""  # the OpenAI chat endpoint as argus reaches it ("try it")
-    chat_key: str = ""  # what argus calls it with: the admin token (the owner is checked here)
     engine: EngineSettings | None = None
     # Ray Serve LLM's own check of the LLMConfig a spec becomes (through the Ray agent);
     # None, or a cluster that does not answer: the check happens when it is applied.
@@ -365,17 +362,52 @@ def _refuse_if_ended(model: ServeModel, verb: str) -> None:
         raise Conflict(f"model {model.model_id} is suspended with its owner; enable them first")
 
 
-def try_chat(ctx: ServingContext, caller: Principal, model_key: str, message: str) -> Answer:
-    """One chat message to the caller's RUNNING model, as its own clients would send it."""
+def playground_settings(fields: Mapping[str, str]) -> chat.Settings:
+    """The playground's form fields, checked: an empty field takes its default."""
+    errors: list[FieldError] = []
+    temperature = chat.DEFAULT_TEMPERATURE
+    max_tokens = chat.DEFAULT_MAX_TOKENS
+    raw = fields.get("temperature", "").strip()
+    if raw:
+        try:
+            temperature = float(raw)
+        except ValueError:
+            temperature = -1.0
+        if not 0.0 <= temperature <= chat.MAX_TEMPERATURE:  # NaN fails this too
+            errors.append(FieldError("temperature", f"a number from 0 to {chat.MAX_TEMPERATURE:g}"))
+    raw = fields.get("max_tokens", "").strip()
+    if raw:
+        max_tokens = int(raw) if raw.isdecimal() and len(raw) <= 6 else 0
+        if not 1 <= max_tokens <= chat.MAX_TOKENS:
+            errors.append(FieldError("max_tokens", f"a whole number from 1 to {chat.MAX_TOKENS}"))
+    system = fields.get("system", "").strip()
+    if len(system) > chat.MAX_CHARS:
+        errors.append(FieldError("system", f"keep it under {chat.MAX_CHARS} characters"))
+    if errors:
+        raise invalid(errors)
+    return chat.Settings(temperature=temperature, max_tokens=max_tokens, system=system)
+
+
+def try_chat(
+    ctx: ServingContext,
+    caller: Principal,
+    token: str,
+    model_key: str,
+    message: str,
+    settings: chat.Settings,
+) -> chat.Stream:
+    """One message to the caller's RUNNING model with the caller's own token: the answer's
+    stream, once the endpoint took the request (the same gate, limits and metering as
+    any of the user's own clients)."""
     model = get_owned(ctx, caller, model_key)
     message = message.strip()
     if not message:
         raise invalid([FieldError("message", "type a message first")])
-    if len(message) > TRY_MAX_CHARS:
-        raise invalid([FieldError("message", f"keep it under {TRY_MAX_CHARS} characters")])
+    if len(message) > chat.MAX_CHARS:
+        raise invalid([FieldError("message", f"keep it under {chat.MAX_CHARS} characters")])
     if model.state != ServeState.RUNNING.value:
         raise Conflict(f"model is not RUNNING yet (it is {model.state})")
-    return chat.ask(ctx.chat_url, ctx.chat_key, model.model_id, message)
+    return chat.open_stream(ctx.chat_url, token, model.model_id, message, settings)
 
 
 def resolved_spec_yaml(model: ServeModel) -> str:

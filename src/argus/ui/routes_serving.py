@@ -8,11 +8,13 @@ training task's checkpoint (`?from_task=<task_id>`, the caller's own tasks only)
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.background import BackgroundTask
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 
 from argus.api.deps import Ctx
 from argus.demo import DEMO_SPEC_YAML
@@ -195,11 +197,25 @@ def delete(ctx: Ctx, session: Session, form: Form, model_key: str) -> Response:
 
 
 @router.post("/serving/{model_key}/try")
-def try_it(ctx: Ctx, session: Session, form: Form, model_key: str) -> JSONResponse:
+def try_it(ctx: Ctx, session: Session, form: Form, model_key: str) -> Response:
+    """The playground: the answer as newline-delimited JSON events (`argus.serving.chat`),
+    or one JSON refusal with its status before anything was sent to the model."""
     try:
-        answer = control.try_chat(
-            ctx.serving, session.principal, model_key, form.get("message", "")
+        settings = control.playground_settings(form)
+        stream = control.try_chat(
+            ctx.serving,
+            session.principal,
+            session.token,
+            model_key,
+            form.get("message", ""),
+            settings,
         )
     except ArgusError as e:
         return JSONResponse({"ok": False, "error": e.message}, status_code=e.status)
-    return JSONResponse({"ok": True, "answer": answer.text, "model": answer.model_id})
+    lines = (json.dumps(event) + "\n" for event in stream.events())
+    return StreamingResponse(
+        lines,
+        media_type="application/x-ndjson",
+        headers={"Cache-Control": "no-store"},
+        background=BackgroundTask(stream.close),
+    )

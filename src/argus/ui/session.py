@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
@@ -34,6 +34,7 @@ _CSRF_KEY = b"argus-csrf"
 class UiSession:
     principal: Principal
     csrf: str
+    token: str = field(default="", repr=False)  # the cookie's: the playground calls with it
 
     @property
     def user_id(self) -> str:
@@ -129,7 +130,7 @@ def try_session(ctx: AppContext, request: Request) -> UiSession | None:
         principal = authenticate(ctx, token)
     except Unauthorized:
         return None
-    return UiSession(principal, csrf_token(token))
+    return UiSession(principal, csrf_token(token), token)
 
 
 def _next_for(request: Request) -> str:

@@ -1,4 +1,4 @@
-/* argus web UI: copy buttons, confirmations, live refresh, the "try it" box, task logs.
+/* argus web UI: copy buttons, confirmations, live refresh, the playground, task logs.
    Plain JavaScript, no dependencies, no build step. Written for argus (Apache-2.0). */
 (function () {
   "use strict";
@@ -78,37 +78,96 @@
       .catch(function () { scheduleRefresh(); });
   }
 
-  // -- "try it": send one message, show the answer or the reason ---------------------
+  // -- the playground: send one message, stream the answer in, then show its usage and
+  //    the settings it was sent with. The server answers newline-delimited JSON events
+  //    ({"settings"}, {"delta"}..., {"done", "usage"} or {"error"}), or one JSON refusal.
+  function usageLine(settings, done) {
+    var parts = [];
+    if (done.usage) {
+      parts.push(done.usage.prompt_tokens + " prompt + " + done.usage.completion_tokens +
+                 " completion tokens");
+    }
+    if (settings) {
+      parts.push("temperature " + settings.temperature);
+      parts.push("max tokens " + settings.max_tokens);
+      if (settings.system) { parts.push("with a system prompt"); }
+    }
+    if (done.finish_reason) { parts.push("finished: " + done.finish_reason); }
+    if (done.seconds !== undefined) { parts.push(done.seconds + " s"); }
+    return parts.join(" · ");
+  }
+
   function setupTry(form) {
     var output = document.getElementById("try-output");
+    var usage = document.getElementById("try-usage");
     var button = form.querySelector("button[type=submit]");
+    function fail(message) {
+      output.className = "try-output failed";
+      output.textContent = message;
+    }
     form.addEventListener("submit", function (event) {
       event.preventDefault();
       button.disabled = true;
       output.hidden = false;
+      usage.hidden = true;
+      usage.textContent = "";
       output.className = "try-output waiting";
       output.textContent = "Waiting for the model…";
+      var settings = null;
+      var text = "";
+      var finished = false;
+      function handle(event) {
+        if (event.settings) { settings = event.settings; return; }
+        if (event.delta !== undefined) {
+          text += event.delta;
+          output.className = "try-output streaming";
+          output.textContent = text;
+          return;
+        }
+        if (event.error) { finished = true; fail(event.error); return; }
+        if (event.done) {
+          finished = true;
+          output.className = "try-output answer";
+          output.textContent = text;
+          usage.textContent = usageLine(settings, event);
+          usage.hidden = false;
+        }
+      }
       fetch(form.action, {
         method: "POST",
         credentials: "same-origin",
         body: new URLSearchParams(new FormData(form)),
-        headers: { "Accept": "application/json" }
+        headers: { "Accept": "application/x-ndjson, application/json" }
       })
         .then(function (response) {
           var type = response.headers.get("content-type") || "";
-          if (type.indexOf("application/json") === -1) {
-            return { ok: false, error: "refused (HTTP " + response.status + "); reload the page" };
+          if (type.indexOf("application/x-ndjson") === 0 && response.body) {
+            var reader = response.body.getReader();
+            var decoder = new TextDecoder();
+            var pending = "";
+            var pump = function () {
+              return reader.read().then(function (step) {
+                pending += decoder.decode(step.value || new Uint8Array(), { stream: !step.done });
+                var lines = pending.split("\n");
+                pending = lines.pop();
+                lines.forEach(function (line) { if (line) { handle(JSON.parse(line)); } });
+                if (step.done) {
+                  if (pending) { handle(JSON.parse(pending)); }
+                  if (!finished) { fail("the answer broke off; try again"); }
+                  return;
+                }
+                return pump();
+              });
+            };
+            return pump();
           }
-          return response.json();
+          if (type.indexOf("application/json") === -1) {
+            fail("refused (HTTP " + response.status + "); reload the page");
+            return;
+          }
+          return response.json().then(function (body) { fail(body.error); });
         })
-        .then(function (body) {
-          output.className = "try-output " + (body.ok ? "answer" : "failed");
-          output.textContent = body.ok ? body.answer : body.error;
-        })
-        .catch(function (err) {
-          output.className = "try-output failed";
-          output.textContent = "could not send the message: " + err;
-        })
+        .catch(function (err) { fail("could not send the message: " + err); })
         .then(function () { button.disabled = false; });
     });
   }
