@@ -7,6 +7,8 @@ test_serving.py) fails first.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from argus.cluster.ray_client import build
@@ -90,3 +92,24 @@ def test_ray_serve_client_reports_the_live_app(stack: Stack, smol: tuple[str, st
     finally:
         client.disconnect()
     assert not ray.is_initialized()
+
+
+def test_configs_checked_from_many_threads_at_once_are_judged_alone() -> None:
+    """The agent answers calls from a thread pool: checks (and applies) at once must not
+    refuse a valid config (Ray's config build shares cloudpickle state across threads; a
+    CI run got a 422 for a valid spec that way), and a refusal says what is wrong."""
+    from argus.cluster.ray_client import RayServeClient
+
+    engine = EngineSettings(EngineMode.CPU, None, 1, "/hf")
+    spec = ResolvedServingSpec.from_stored(
+        {"model_id": "x", "model_source": "/m", "num_replicas": 1, "gpus_per_replica": 1}
+    )
+    good = ModelDeployment("u-1-x", build_llm_config("u-1-x", spec, engine))
+    bad_config = build_llm_config("u-1-y", spec, engine)
+    bad_config["deployment_config"]["max_constructor_retry_count"] = 0
+    bad = ModelDeployment("u-1-y", bad_config)
+    client = RayServeClient("unused", "127.0.0.1", 0, "HeadOnly")  # check needs no cluster
+    with ThreadPoolExecutor(8) as pool:
+        judged = list(pool.map(lambda _: client.check([good, bad]), range(48)))
+    assert all(set(refused) == {"u-1-y"} for refused in judged), judged
+    assert "max_constructor_retry_count" in judged[0]["u-1-y"]

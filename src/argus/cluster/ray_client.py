@@ -17,6 +17,7 @@ only the replica count, in place. `_version` is private: Ray is pinned, and
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,6 +38,14 @@ from argus.cluster.serve_client import (
 )
 
 log = logging.getLogger(__name__)
+
+# Ray Serve builds a deployment's config by registering its request router's module with
+# cloudpickle, pickling the class and unregistering the module: process-wide state, no
+# lock. Two threads doing it at once (the agent answers calls from a thread pool) fail
+# one of them with "... is not registered for pickle by value", which Ray reports as an
+# invalid deployment config: a valid spec got a 422. Every build of Serve configs in
+# this process holds this lock.
+_SERVE_CONFIG_LOCK = threading.Lock()
 
 
 class RayServeClient:
@@ -97,17 +106,19 @@ class RayServeClient:
     def apply(self, app_name: str, models: Sequence[ModelDeployment], gate: dict[str, Any]) -> None:
         from ray import serve
 
-        serve._run(build(models, gate), name=app_name, route_prefix="/", _blocking=False)
+        with _SERVE_CONFIG_LOCK:
+            serve._run(build(models, gate), name=app_name, route_prefix="/", _blocking=False)
 
     def check(self, models: Sequence[ModelDeployment]) -> dict[str, str]:
         from ray.serve.llm import LLMConfig
 
         refused = {}
-        for m in models:
-            try:
-                LLMConfig.model_validate(m.llm_config)
-            except Exception as e:  # pydantic's ValidationError, or Ray's own checks
-                refused[m.model_id] = validation_reason(e)
+        with _SERVE_CONFIG_LOCK:
+            for m in models:
+                try:
+                    LLMConfig.model_validate(m.llm_config)
+                except Exception as e:  # pydantic's ValidationError, or Ray's own checks
+                    refused[m.model_id] = validation_reason(e)
         return refused
 
     def drain_usage(self) -> UsageBatch | None:
@@ -200,11 +211,20 @@ def validation_reason(e: Exception) -> str:
     try:
         parts = [
             f"{'.'.join(str(p) for p in err.get('loc', ())) or 'config'}: {err.get('msg')}"
+            + _because(err)
             for err in errors()
         ]
     except Exception:
         return str(e)
     return "; ".join(parts) or str(e)
+
+
+def _because(err: dict[str, Any]) -> str:
+    """The reason under a validator's error: Ray's "Invalid deployment config: {...}"
+    names the whole dict and keeps what is wrong with it in the exception's cause."""
+    raised = (err.get("ctx") or {}).get("error")
+    cause = getattr(raised, "__cause__", None)
+    return f" ({validation_reason(cause)})" if isinstance(cause, Exception) else ""
 
 
 def pin_versions(app: Any, versions: dict[str, str]) -> None:
