@@ -9,6 +9,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -54,6 +55,12 @@ def test_the_demo_model_serves_the_openai_api(stack: Stack, smol: tuple[str, str
     ]
     assert len([p for p in pieces if p]) > 1  # really streamed, token by token
     assert "Paris" in "".join(pieces)
+
+    # The engine started without Ray Serve LLM's download task (argus.cluster.engine_start).
+    ray_logs = Path(stack.env["ARGUS_RAY_TEMP_DIR"]).glob(f"session_*/logs/serve/*{model_id}_*.log")
+    replica_log = "".join(p.read_text(errors="replace") for p in ray_logs)
+    assert "Started vLLM engine" in replica_log
+    assert "download model files" not in replica_log
 
 
 class Caller:
@@ -174,13 +181,20 @@ def test_a_broken_model_fails_alone_with_its_reason(stack: Stack, smol: tuple[st
     stack.delete(posted["model_key"])
 
 
-def test_argus_killed_and_restarted_while_a_model_serves(
+def test_argus_killed_and_restarted_while_a_model_serves_and_a_task_runs(
     stack: Stack, smol: tuple[str, str]
 ) -> None:
+    """One restart shows both: the model answers while argus is away and is adopted with
+    no redeploy; the running task is found again by its Ray job id, nothing re-submitted,
+    and can still be cancelled."""
     key, model_id = smol
     pids = stack.settled_pids(model_id, 1)
     head = stack.head_pid()
     events_before = stack.model(key)["events"]
+    task_id = stack.post_task(
+        "name: long\nworkload: command\nentrypoint: echo started; sleep 600\n"
+    )["task_id"]
+    running = stack.wait_task(task_id, "RUNNING", timeout=120)
     with Caller(stack, model_id) as caller:
         wait_until(lambda: caller.ok > 0, 120)  # it serves (a fresh ingress warms up first)
         stack.kill_argus()
@@ -190,10 +204,24 @@ def test_argus_killed_and_restarted_while_a_model_serves(
             assert caller.ok > dead_since
         finally:
             stack.start_argus()  # whatever the check said: the next modules need argus
-        time.sleep(3)  # a few reconcile intervals
+        time.sleep(3)  # a few reconcile intervals (a fresh argus has no grace after an apply)
     assert caller.failures == []
     got = stack.model(key)
     assert got["model"]["state"] == "RUNNING"
     assert got["events"] == events_before  # adopted, nothing re-deployed
     assert stack.replica_pids(model_id) == pids
     assert stack.head_pid() == head  # the restarted argus found its head
+
+    again = stack.task(task_id)
+    assert again["task"]["state"] == "RUNNING"
+    assert again["events"] == running["events"]
+    r = stack.call("POST", f"/api/v2/tasks/{task_id}:cancel")
+    assert r.status_code == 202 and r.json()["cancel_requested"] is True
+    done = stack.wait_task(task_id, "CANCELED", timeout=120)
+    assert [e["event_type"] for e in reversed(done["events"])][-2:] == [
+        "CANCEL_REQUESTED",
+        "CANCELED",
+    ]
+    assert done["ray_job"]["status"] == "STOPPED"
+    assert "started" in stack.call("GET", f"/api/v2/tasks/{task_id}/logs").text
+    assert stack.call("POST", f"/api/v2/tasks/{task_id}:cancel").status_code == 409

@@ -1,10 +1,11 @@
 """Training tasks for real: Ray jobs on the shared cluster, argus's sft workload on the demo
 model, the checkpoint served by Ray Serve LLM and answered through the `openai` client.
+A task running through an argus restart is in test_serving.py's restart test (one restart
+shows the model and the task).
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -80,23 +81,3 @@ def test_a_failing_task_says_why_and_the_cli_exits_non_zero(stack: Stack, tmp_pa
     got = stack.task(task_id)["task"]
     assert "exit code 3" in got["error_summary"]
     assert "ValueError: train.jsonl line 3 is not JSON" in got["error_summary"]
-
-
-def test_a_running_task_survives_an_argus_restart_and_is_cancelled(stack: Stack) -> None:
-    posted = stack.post_task("name: long\nworkload: command\nentrypoint: echo started; sleep 600\n")
-    task_id = posted["task_id"]
-    running = stack.wait_task(task_id, "RUNNING", timeout=120)
-    stack.kill_argus()
-    stack.start_argus()
-    time.sleep(3)  # a few ticks: the task is found by its Ray job id, nothing re-submitted
-    again = stack.task(task_id)
-    assert again["task"]["state"] == "RUNNING"
-    assert again["events"] == running["events"]
-    r = stack.call("POST", f"/api/v2/tasks/{task_id}:cancel")
-    assert r.status_code == 202 and r.json()["cancel_requested"] is True
-    got = stack.wait_task(task_id, "CANCELED", timeout=120)
-    assert events(got)[-2:] == ["CANCEL_REQUESTED", "CANCELED"]
-    assert got["ray_job"]["status"] == "STOPPED"
-    log = stack.call("GET", f"/api/v2/tasks/{task_id}/logs").text
-    assert "started" in log
-    assert stack.call("POST", f"/api/v2/tasks/{task_id}:cancel").status_code == 409

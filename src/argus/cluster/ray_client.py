@@ -47,6 +47,10 @@ log = logging.getLogger(__name__)
 # this process holds this lock.
 _SERVE_CONFIG_LOCK = threading.Lock()
 
+# Every engine skips Ray Serve LLM's download step: argus's weights are local (the
+# class says why; it is loaded in the replica, so it is named, not imported, here).
+ENGINE_START_CALLBACK = {"callback_class": "argus.cluster.engine_start.LocalWeights"}
+
 
 class RayServeClient:
     def __init__(
@@ -116,7 +120,7 @@ class RayServeClient:
         with _SERVE_CONFIG_LOCK:
             for m in models:
                 try:
-                    LLMConfig.model_validate(m.llm_config)
+                    LLMConfig.model_validate(for_ray(m.llm_config))
                 except Exception as e:  # pydantic's ValidationError, or Ray's own checks
                     refused[m.model_id] = validation_reason(e)
         return refused
@@ -182,7 +186,7 @@ def build(models: Sequence[ModelDeployment], gate: dict[str, Any]) -> Any:
     configs = []
     for m in models:
         try:
-            configs.append(LLMConfig.model_validate(m.llm_config))
+            configs.append(LLMConfig.model_validate(for_ray(m.llm_config)))
         except Exception as e:
             log.warning("Ray Serve LLM refused the config of %s: %s", m.model_id, e)
             raise ApplyError(f"invalid LLMConfig: {validation_reason(e)}", m.model_id) from e
@@ -200,6 +204,12 @@ def build(models: Sequence[ModelDeployment], gate: dict[str, Any]) -> Any:
     )
     pin_versions(app, {m.model_id: llm_server_version(m.llm_config) for m in models})
     return app
+
+
+def for_ray(llm_config: dict[str, Any]) -> dict[str, Any]:
+    """A model's LLMConfig as Ray gets it: with the engine start callback (not part of
+    the config's hash: the version of a running replica does not change with it)."""
+    return {**llm_config, "callback_config": ENGINE_START_CALLBACK}
 
 
 def validation_reason(e: Exception) -> str:
