@@ -21,5 +21,6 @@ from ray.llm._internal.common.callbacks.base import CallbackBase
 
 class LocalWeights(CallbackBase):  # type: ignore[misc]
     async def on_before_node_init(self) -> None:
-        os.makedirs(os.path.join(torch.hub._get_torch_home(), "kernels"), exist_ok=True)
+        torch_home = torch.hub._get_torch_home()  # type: ignore[no-untyped-call]
+        os.makedirs(os.path.join(torch_home, "kernels"), exist_ok=True)
         self.ctx.run_init_node = False
