@@ -85,6 +85,19 @@ def test_ray_serve_client_reports_the_live_app(stack: Stack, smol: tuple[str, st
         assert node.total["CPU"] == 16.0 and node.available["CPU"] < 16.0
         assert not any("_group_" in k for k in node.available)
         assert client.observe("no-such-app").app_status is None
+        # The reconciler observes while the API checks a spec, from the agent's threads:
+        # `serve.status()` builds the same configs a check does, so each must wait its turn.
+        good = _deployment("u-1-x")
+        with ThreadPoolExecutor(8) as pool:
+            seen = list(
+                pool.map(
+                    lambda i: (
+                        client.observe("argus-llm").app_status if i % 2 else client.check([good])
+                    ),
+                    range(96),
+                )
+            )
+        assert seen == [{}, "RUNNING"] * 48
         with pytest.raises(ApplyError) as e:
             client.apply("argus-llm", [ModelDeployment("bad", {"model_loading_config": 5})], {})
         assert e.value.model_id == "bad"
@@ -100,16 +113,19 @@ def test_configs_checked_from_many_threads_at_once_are_judged_alone() -> None:
     CI run got a 422 for a valid spec that way), and a refusal says what is wrong."""
     from argus.cluster.ray_client import RayServeClient
 
-    engine = EngineSettings(EngineMode.CPU, None, 1, "/hf")
-    spec = ResolvedServingSpec.from_stored(
-        {"model_id": "x", "model_source": "/m", "num_replicas": 1, "gpus_per_replica": 1}
-    )
-    good = ModelDeployment("u-1-x", build_llm_config("u-1-x", spec, engine))
-    bad_config = build_llm_config("u-1-y", spec, engine)
-    bad_config["deployment_config"]["max_constructor_retry_count"] = 0
-    bad = ModelDeployment("u-1-y", bad_config)
+    good = _deployment("u-1-x")
+    bad = _deployment("u-1-y")
+    bad.llm_config["deployment_config"]["max_constructor_retry_count"] = 0
     client = RayServeClient("unused", "127.0.0.1", 0, "HeadOnly")  # check needs no cluster
     with ThreadPoolExecutor(8) as pool:
         judged = list(pool.map(lambda _: client.check([good, bad]), range(48)))
     assert all(set(refused) == {"u-1-y"} for refused in judged), judged
     assert "max_constructor_retry_count" in judged[0]["u-1-y"]
+
+
+def _deployment(model_id: str) -> ModelDeployment:
+    engine = EngineSettings(EngineMode.CPU, None, 1, "/hf")
+    spec = ResolvedServingSpec.from_stored(
+        {"model_id": "x", "model_source": "/m", "num_replicas": 1, "gpus_per_replica": 1}
+    )
+    return ModelDeployment(model_id, build_llm_config(model_id, spec, engine))

@@ -43,8 +43,9 @@ log = logging.getLogger(__name__)
 # cloudpickle, pickling the class and unregistering the module: process-wide state, no
 # lock. Two threads doing it at once (the agent answers calls from a thread pool) fail
 # one of them with "... is not registered for pickle by value", which Ray reports as an
-# invalid deployment config: a valid spec got a 422. Every build of Serve configs in
-# this process holds this lock.
+# invalid deployment config: a valid spec got a 422. `serve.status()` does it too (it
+# parses each deployment's config into the same model). Every call in this process that
+# builds or reads Serve configs holds this lock.
 _SERVE_CONFIG_LOCK = threading.Lock()
 
 # Every engine skips Ray Serve LLM's download step: argus's weights are local (the
@@ -147,7 +148,8 @@ class RayServeClient:
     def observe(self, app_name: str) -> ServeObservation:
         from ray import serve
 
-        status = serve.status()
+        with _SERVE_CONFIG_LOCK:
+            status = serve.status()
         proxies = {node: str(getattr(p, "value", p)) for node, p in status.proxies.items()}
         nodes = _nodes()
         app = status.applications.get(app_name)
