@@ -79,11 +79,15 @@ def test_ray_refuses_a_client_without_its_token(stack: Stack) -> None:
         "print('connected'); sys.exit(0)\n"
     )
     env = {k: v for k, v in stack.env.items() if not k.startswith("RAY_AUTH")}
-    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN="not-the-token")
+    # A driver asks the GCS for the cluster id once a second, 20 times by default: three
+    # tries show the refusal (Ray's retry count for that wait; nothing else changes).
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN="not-the-token", RAY_NUM_REDIS_GET_RETRIES="3")
     out = subprocess.run(
         [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120
     )
-    assert out.returncode != 0 and "connected" not in out.stdout, out.stdout + out.stderr[-2000:]
+    said = out.stdout + out.stderr[-2000:]
+    assert out.returncode == 3 and "connected" not in out.stdout, said
+    assert "Unauthenticated" in out.stderr and "InvalidAuthToken" in out.stderr, said  # the token's
 
 
 def test_a_spec_over_the_quota_is_refused_with_the_figures(
