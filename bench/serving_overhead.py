@@ -8,9 +8,11 @@
    vllm.entrypoints.openai.api_server) of the same model and engine settings. Target
    p50 ratio <= 1.15.
 
-Runs against a local Ray head (started if none runs), the demo model, and an argus it
-starts with a temporary data directory. One thing at a time, so the two cores are not
-shared between what is compared.
+The bare run gets a Ray cluster of its own (ray.init with its own temp dir); argus is
+`argus up` with a temporary data directory, its own head, ports and Ray temp dir; nothing
+else on the machine is touched (a `make run` beside it goes on). Both deploy the same
+LLMConfig, the one argus gives Ray. One thing at a time, so the two cores are not shared
+between what is compared.
 
     .venv/bin/python bench/serving_overhead.py
 """
@@ -18,6 +20,8 @@ shared between what is compared.
 from __future__ import annotations
 
 import os
+import random
+import socket
 import statistics
 import subprocess
 import sys
@@ -27,9 +31,10 @@ from pathlib import Path
 
 import httpx
 
+from argus.cluster.ray_client import for_ray
 from argus.cluster.serve_app import EngineMode
+from argus.config import HEAD_PORT_SPAN
 from argus.demo import DEMO_MODEL_DIRNAME, prepare_demo_model
-from argus.runtime.head import find_local_head, start_local_head, stop_local_head
 from argus.serving.llm_config import EngineSettings, build_llm_config
 from argus.serving.spec import ResolvedServingSpec
 
@@ -38,15 +43,19 @@ PROMPT = [{"role": "user", "content": "What is the capital of France?"}]
 ENGINE_KWARGS = {"max_model_len": 1024}
 
 
-def chat(base: str, model: str, timeout: float = 120) -> httpx.Response:
-    return httpx.post(f"{base}/chat/completions", timeout=timeout, json={
+def chat(base: str, model: str, key: str = "", timeout: float = 120) -> httpx.Response:
+    """A short chat; `key` for argus's endpoint, which answers the model's callers only."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.post(f"{base}/chat/completions", timeout=timeout, headers=headers, json={
         "model": model, "messages": PROMPT, "temperature": 0, "max_tokens": 16})
 
 
-def first_completion(base: str, model: str, since: float, limit: float = 900) -> float:
+def first_completion(
+    base: str, model: str, since: float, key: str = "", limit: float = 900
+) -> float:
     while time.monotonic() - since < limit:
         try:
-            if chat(base, model).status_code == 200:
+            if chat(base, model, key).status_code == 200:
                 return time.monotonic() - since
         except httpx.HTTPError:
             pass
@@ -54,12 +63,12 @@ def first_completion(base: str, model: str, since: float, limit: float = 900) ->
     raise RuntimeError(f"{model} never answered")
 
 
-def latencies(base: str, model: str, n: int = 50) -> list[float]:
-    chat(base, model)  # warm-up, not counted
+def latencies(base: str, model: str, key: str = "", n: int = 50) -> list[float]:
+    chat(base, model, key)  # warm-up, not counted
     out = []
     for _ in range(n):
         t = time.perf_counter()
-        r = chat(base, model)
+        r = chat(base, model, key)
         out.append(time.perf_counter() - t)
         r.raise_for_status()
     return out
@@ -85,6 +94,29 @@ def _engine_processes() -> list[str]:
     return found
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def free_port_block(size: int) -> int:
+    """The base of `size` free ports below the ephemeral range, for argus's own Ray head."""
+    for base in random.sample(range(20000, 32768 - size, size), k=(32768 - 20000) // size - 1):
+        if all(_port_free(port) for port in range(base, base + size)):
+            return base
+    raise RuntimeError("no free port range for the Ray head")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def p(values: list[float], q: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, int(q * len(s)))]
@@ -99,9 +131,7 @@ def main() -> int:
     storage = tmp / "storage"
     prepare_demo_model(storage)
     source = storage / "hf" / DEMO_MODEL_DIRNAME
-    started_head = find_local_head() is None
-    head = start_local_head(num_cpus=16, dashboard_host="127.0.0.1")
-    serve_port = int(os.environ.get("BENCH_SERVE_PORT", "8000"))
+    serve_port = free_port()
     base = f"http://127.0.0.1:{serve_port}/v1"
     engine = EngineSettings(EngineMode.CPU, None, 1, str(storage / ".hf-home"))
     spec = ResolvedServingSpec.from_stored(
@@ -110,25 +140,29 @@ def main() -> int:
     argus_proc = None
     vllm_proc = None
     try:
-        ray.init(address=head.address, namespace="argus", log_to_driver=False)
+        ray.init(num_cpus=16, include_dashboard=False, log_to_driver=False,
+                 _temp_dir=tempfile.mkdtemp(prefix="argus-t-", dir="/tmp"))
         serve.start(http_options={"host": "127.0.0.1", "port": serve_port},
                     proxy_location="HeadOnly")
 
         # 1a. bare serve.run of the same LLMConfig
-        config = LLMConfig.model_validate(build_llm_config("bare-smol", spec, engine))
+        config = LLMConfig.model_validate(for_ray(build_llm_config("bare-smol", spec, engine)))
         t0 = time.monotonic()
         serve.run(build_openai_app({"llm_configs": [config]}), name="bench-bare",
                   route_prefix="/bare")
         bare_deploy = first_completion(f"http://127.0.0.1:{serve_port}/bare/v1", "bare-smol", t0)
-        serve.delete("bench-bare")
+        serve.shutdown()
         ray.shutdown()
         settle()
 
         # 1b. argus: POST to first completion
-        api_port = 18080
+        api_port = free_port()
         env = {**{k: v for k, v in os.environ.items() if not k.startswith("ARGUS_")},
                "ARGUS_DATA_DIR": str(tmp / "data"), "ARGUS_STORAGE_ROOT": str(storage),
-               "ARGUS_PORT": str(api_port), "ARGUS_SERVE_PORT": str(serve_port)}
+               "ARGUS_PORT": str(api_port), "ARGUS_SERVE_PORT": str(serve_port),
+               "ARGUS_RAY_PORT_BASE": str(free_port_block(HEAD_PORT_SPAN)),
+               "ARGUS_RAY_TEMP_DIR": tempfile.mkdtemp(prefix="argus-t-", dir="/tmp"),
+               "ARGUS_RAY_NUM_CPUS": "16"}
         argus_proc = subprocess.Popen([ARGUS, "up"], env=env, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.STDOUT)
         api = f"http://127.0.0.1:{api_port}"
@@ -147,13 +181,13 @@ def main() -> int:
         t0 = time.monotonic()
         posted = httpx.post(f"{api}/api/v2/serve/models", content=spec_yaml,
                             headers={**auth, "Content-Type": "application/yaml"}).json()
-        argus_deploy = first_completion(base, posted["model_id"], t0)
+        argus_deploy = first_completion(base, posted["model_id"], t0, token)
         print(f"deploy to first completion: bare serve.run {bare_deploy:.1f} s, "
               f"argus {argus_deploy:.1f} s, ratio {argus_deploy / bare_deploy:.2f} "
               "(target <= 1.10)")
 
         # 2a. inference through argus
-        via_argus = latencies(base, posted["model_id"])
+        via_argus = latencies(base, posted["model_id"], token)
         httpx.delete(f"{api}/api/v2/serve/models/{posted['model_key']}", headers=auth)
         while httpx.get(f"{api}/api/v2/serve/models/{posted['model_key']}",
                         headers=auth).json()["model"]["state"] != "DELETED":
@@ -162,7 +196,7 @@ def main() -> int:
         settle()
 
         # 2b. bare vllm serve of the same model and engine settings
-        vllm_port = 18001
+        vllm_port = free_port()
         vllm_env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1"}
         vllm_proc = subprocess.Popen(
             [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model",
@@ -187,10 +221,8 @@ def main() -> int:
             vllm_proc.terminate()
             vllm_proc.wait(60)
         if argus_proc is not None:
-            subprocess.run([ARGUS, "down"], env={**os.environ, "ARGUS_DATA_DIR": str(tmp / "data")},
-                           check=False, capture_output=True)
-        if started_head:
-            stop_local_head()
+            subprocess.run([ARGUS, "down"], env=env, check=False, capture_output=True)
+            argus_proc.wait(120)
 
 
 if __name__ == "__main__":

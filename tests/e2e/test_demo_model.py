@@ -1,6 +1,6 @@
 """The demo model (design D11): the wheel's Q4_1 GGUF becomes a float32 safetensors folder.
 
-The session's one real conversion (`demo_storage`, about half a minute on two cores) is
+The session's one real conversion (`demo_storage`, about 11 s on two cores) is
 shared with the stack; the redo test converts once more, in a copy of its own.
 """
 
