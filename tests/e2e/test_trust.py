@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from argus.auth.tokens import hash_token
 from tests.e2e.conftest import TINY, Stack
 
 pytestmark = pytest.mark.e2e
@@ -57,6 +58,15 @@ def test_a_replica_holds_no_argus_secret(stack: Stack, smol: tuple[str, str]) ->
     assert "HF_HUB_OFFLINE=1" in env  # it is the replica's environment
     for secret in secrets_of(stack):
         assert secret not in env, secret
+
+
+def test_the_agents_log_holds_no_key_hash(stack: Stack, smol: tuple[str, str]) -> None:
+    """Ray Serve LLM logs a built app's options, the gate (every key's hash) among them."""
+    log = (stack.data / "agent.log").read_text(errors="replace")
+    assert "Deployment Options" in log  # Ray Serve LLM's own INFO lines are there ...
+    for token in (stack.token, stack.admin):
+        assert hash_token(token) not in log  # ... the gate's principals are not
+    assert "principals" not in log
 
 
 def test_ray_refuses_a_client_without_its_token(stack: Stack) -> None:

@@ -181,7 +181,13 @@ class RayServeClient:
 
 def build(models: Sequence[ModelDeployment], gate: dict[str, Any]) -> Any:
     """The one app: Ray Serve LLM's, with argus's ingress (keys, access) and stable versions."""
+    from ray.llm._internal.serve.core.ingress import builder
     from ray.serve.llm import LLMConfig, build_openai_app
+
+    # Ray Serve LLM logs the ingress's options at INFO on every build, its user_config
+    # too: argus's gate, with the hash of every key and who may call which model. They
+    # stay out of the agent's log; what it logs at WARNING and above still shows.
+    builder.logger.setLevel(logging.WARNING)
 
     from argus.cluster.ingress import ArgusIngress
 
