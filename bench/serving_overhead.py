@@ -35,6 +35,7 @@ from argus.cluster.ray_client import for_ray
 from argus.cluster.serve_app import EngineMode
 from argus.config import HEAD_PORT_SPAN
 from argus.demo import DEMO_MODEL_DIRNAME, prepare_demo_model
+from argus.runtime.doctor import port_free
 from argus.serving.llm_config import EngineSettings, build_llm_config
 from argus.serving.spec import ResolvedServingSpec
 
@@ -103,18 +104,9 @@ def free_port() -> int:
 def free_port_block(size: int) -> int:
     """The base of `size` free ports below the ephemeral range, for argus's own Ray head."""
     for base in random.sample(range(20000, 32768 - size, size), k=(32768 - 20000) // size - 1):
-        if all(_port_free(port) for port in range(base, base + size)):
+        if all(port_free("127.0.0.1", port) for port in range(base, base + size)):
             return base
     raise RuntimeError("no free port range for the Ray head")
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def p(values: list[float], q: float) -> float:
