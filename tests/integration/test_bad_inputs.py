@@ -23,9 +23,11 @@ from tests.integration.conftest import Api
 pytestmark = pytest.mark.integration
 
 SMALL = 16 * 1024  # every refusal's body stays under this
-FAST_S = (
-    2.0  # the bound the issue sets; under coverage the parser runs ~8x slower (0.15 s vs 1.2 s)
-)
+# The bound the issue sets, on the CPU time the request costs this process (app and client
+# share it): wall time counted the other tests' Ray clusters when make test ran them beside
+# this one (3.3 s wall for ~1.2 s of work). Under coverage the parser runs ~8x slower
+# (0.15 s vs 1.2 s).
+FAST_S = 2.0
 
 
 @pytest.fixture
@@ -61,13 +63,14 @@ def refused(
 
 
 def post_yaml(api: Api, token: str, path: str, body: str | bytes) -> httpx.Response:
-    started = time.monotonic()
+    started = time.process_time()
     r = api.client.post(
         path,
         content=body.encode() if isinstance(body, str) else body,
         headers={**api.headers(token), "Content-Type": "application/yaml"},
     )
-    assert time.monotonic() - started < FAST_S, f"{path} took {time.monotonic() - started:.2f} s"
+    spent = time.process_time() - started
+    assert spent < FAST_S, f"{path} took {spent:.2f} s of CPU"
     return r
 
 
@@ -313,9 +316,9 @@ def test_12_many_distinct_unknown_keys_are_reported_short_and_fast(api: Api, ali
         assert "more errors not shown" in r.text
     api.client.cookies.set("argus_token", alice, path="/ui")
     csrf = api.client.get("/ui/serving/new").text.split('name="csrf" value="')[1].split('"')[0]
-    started = time.monotonic()
+    started = time.process_time()
     page = api.client.post("/ui/serving/new", data={"csrf": csrf, "spec": body})
-    assert time.monotonic() - started < FAST_S
+    assert time.process_time() - started < FAST_S
     assert page.status_code == 422
     assert len(page.content) < len(body) + 48 * 1024  # the spec echoed once, errors around it
     big = api.client.post("/ui/serving/new", data={"csrf": csrf, "spec": body * 2})
