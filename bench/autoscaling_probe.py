@@ -3,12 +3,14 @@
 Before argus relies on it, the issue asks to check two known Ray problems on this Ray:
 a model with `min_replicas: 0` that starts at one replica and never returns to zero
 (ray#59076), and an OpenAI ingress that waits for every model (PR #60836, #63065). This
-script deploys the demo model with argus's own LLMConfig builder, its replica count
-replaced by an autoscaling config, into a Ray cluster of its own (its own temp dir and
-ports; nothing else on the machine is touched), and prints, in one run:
+script deploys the demo model with argus's own LLMConfig builder, from a spec with
+`autoscaling: {min_replicas: 0, max_replicas: 2, target_ongoing_requests: 1,
+idle_seconds: N}`, into a Ray cluster of its own (its own temp dir and ports; nothing else
+on the machine is touched), and prints, in one run:
 
-1. the replicas the app starts with, and how long a plain deploy takes to its first
-   answer (the floor a cold start is compared with);
+0. how long a plain deploy (one fixed replica) takes to its first answer: the floor a
+   cold start is compared with;
+1. the replicas the autoscaled app starts with, and its first answer;
 2. whether and when the model drops to zero replicas once idle, and whether Ray's
    resources show its CPU bundle released;
 3. what `/v1/models` answers at zero, and how long it takes;
@@ -62,29 +64,32 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def llm_config(model_source: Path, idle_s: float) -> dict[str, Any]:
+def llm_config(model_source: Path, idle_s: int | None) -> dict[str, Any]:
+    """argus's LLMConfig for the demo model: a fixed replica (idle_s None), or autoscaled
+    {min 0, max 2, target 1 request, idle_s} as a spec's `autoscaling` becomes it."""
+    replicas: dict[str, Any] = (
+        {"num_replicas": 1}
+        if idle_s is None
+        else {
+            "autoscaling": {
+                "min_replicas": 0,
+                "max_replicas": 2,
+                "target_ongoing_requests": 1,
+                "idle_seconds": idle_s,
+            }
+        }
+    )
     spec = ResolvedServingSpec.from_stored(
         {
             "model_id": "smol",
             "model_source": str(model_source),
-            "num_replicas": 1,
+            **replicas,
             "gpus_per_replica": 1,
             "engine_kwargs": {"max_model_len": 1024},
         }
     )
     engine = EngineSettings(EngineMode.CPU, None, 1, str(model_source.parent))
-    config = build_llm_config(MODEL_ID, spec, engine)
-    deployment = config["deployment_config"]
-    del deployment["num_replicas"]
-    deployment["autoscaling_config"] = {
-        "min_replicas": 0,
-        "max_replicas": 2,
-        "target_ongoing_requests": 1,
-        "upscale_delay_s": 1,
-        "downscale_delay_s": idle_s,
-        "downscale_to_zero_delay_s": idle_s,
-    }
-    return config
+    return build_llm_config(MODEL_ID, spec, engine)
 
 
 def replicas() -> dict[str, int]:
@@ -123,7 +128,7 @@ def chat(base: str, max_tokens: int = 16, timeout: float = 600) -> httpx.Respons
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--idle-s", type=float, default=20.0)
+    parser.add_argument("--idle-s", type=int, default=20)
     args = parser.parse_args()
 
     import ray
@@ -143,8 +148,22 @@ def main() -> int:
     figures: dict[str, Any] = {}
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        config = LLMConfig.model_validate(for_ray(llm_config(model, args.idle_s)))
         cpu_before = ray.available_resources().get("CPU", 0.0)
+        # 0. the floor: a plain deploy of the same model (one fixed replica), then removed
+        plain = LLMConfig.model_validate(for_ray(llm_config(model, None)))
+        t0 = time.monotonic()
+        serve.run(build_openai_app({"llm_configs": [plain]}), name=APP, blocking=False)
+        try:
+            figures["floor: plain deploy, first answer (s)"] = round(
+                wait("a first answer", lambda: _answers(base), 600, every=1), 1
+            )
+        except TimeoutError as e:
+            figures["floor: plain deploy"] = str(e)
+        serve.delete(APP)
+        wait("CPUs back", lambda: ray.available_resources().get("CPU", 0) >= cpu_before, 120)
+
+        config = LLMConfig.model_validate(for_ray(llm_config(model, args.idle_s)))
+        figures["autoscaling_config (argus's)"] = config.deployment_config["autoscaling_config"]
         t0 = time.monotonic()
         serve.run(build_openai_app({"llm_configs": [config]}), name=APP, blocking=False)
         time.sleep(5)
@@ -178,13 +197,32 @@ def main() -> int:
         except httpx.HTTPError as e:
             figures["/v1/models at zero"] = repr(e)
 
-        # 4. the first chat after zero
+        # 4. the first chat after zero, and where its time goes: until Serve's autoscaler
+        # adds a replica (STARTING), until the replica is RUNNING (process, imports, engine),
+        # and until the answer
+        seen: dict[str, float] = {}
+        answered = threading.Event()
+
+        def watch() -> None:
+            while not answered.is_set():
+                for state in replicas():
+                    seen.setdefault(state, round(time.monotonic() - t, 1))
+                time.sleep(0.25)
+
         t = time.monotonic()
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
         try:
             r = chat(base)
-            figures["cold start: first chat"] = (r.status_code, round(time.monotonic() - t, 1))
+            figures["cold start: first chat after zero"] = (
+                r.status_code,
+                round(time.monotonic() - t, 1),
+            )
         except httpx.HTTPError as e:
             figures["cold start: first chat"] = (repr(e), round(time.monotonic() - t, 1))
+        answered.set()
+        watcher.join()
+        figures["cold start: replica state first seen at (s after the request)"] = seen
         figures["replicas after the cold start"] = replicas()
 
         # 5. load: 1 -> 2 and back

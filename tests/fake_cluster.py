@@ -74,9 +74,9 @@ class FakeServeClient:
             if name not in wanted:
                 del self.deployments[name]
         for name, m in wanted.items():
-            replicas = int(m.llm_config["deployment_config"]["num_replicas"])
             current = self.deployments.get(name)
             same_code = current is not None and _code(current.config) == _code(m.llm_config)
+            replicas = _replicas(m.llm_config, current.running if same_code and current else None)
             if current is not None and same_code:
                 current.config = m.llm_config
                 if replicas > current.running:
@@ -194,6 +194,13 @@ class FakeServeClient:
         d.starting += n
         d.status = "UNHEALTHY"
 
+    def autoscale(self, model_id: str, running: int) -> None:
+        """Serve's autoscaler moved the model to `running` replicas (within its range)."""
+        d = self._dep(model_id)
+        scaling = d.config["deployment_config"]["autoscaling_config"]  # type: ignore[index]
+        assert scaling["min_replicas"] <= running <= scaling["max_replicas"]
+        d.running, d.starting, d.status = running, 0, "HEALTHY"
+
     def restart_cluster(self) -> None:
         """Ray restarted: every app is gone."""
         self.app_name = None
@@ -217,6 +224,17 @@ def _replica_demand(config: dict[str, object]) -> dict[str, float]:
         for k, v in bundle.items():
             demand[k] = demand.get(k, 0.0) + float(v)
     return demand
+
+
+def _replicas(config: dict[str, Any], running: int | None) -> int:
+    """The replicas Serve targets: the count, or an autoscaled deployment's current number
+    kept within its range (its minimum when it is new)."""
+    deployment = config["deployment_config"]
+    scaling = deployment.get("autoscaling_config")
+    if scaling is None:
+        return int(deployment["num_replicas"])
+    low, high = int(scaling["min_replicas"]), int(scaling["max_replicas"])
+    return low if running is None else min(max(running, low), high)
 
 
 def _code(config: dict[str, object]) -> dict[str, object]:

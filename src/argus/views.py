@@ -31,6 +31,10 @@ def model_view(model: ServeModel, cluster: dict[str, object] | None = None) -> d
     """A model; `cluster` (from the status view) is set while the Ray cluster is unreachable,
     and says that the state shown is the last one seen."""
     spec = model.resolved_spec if isinstance(model.resolved_spec, dict) else {}
+    autoscaling = spec.get("autoscaling")
+    scaling = autoscaling if isinstance(autoscaling, dict) else {}
+    low = scaling.get("min_replicas", spec.get("num_replicas"))
+    high = scaling.get("max_replicas", spec.get("num_replicas"))
     return {
         "model_key": model.model_key,
         "model_id": model.model_id,
@@ -40,8 +44,13 @@ def model_view(model: ServeModel, cluster: dict[str, object] | None = None) -> d
         "error_summary": model.error_summary,
         "generation": model.generation,
         "observed_generation": model.observed_generation,
-        "target_replicas": spec.get("num_replicas"),
+        "target_replicas": low,  # what it holds at least (an autoscaled model's minimum)
         "ready_replicas": model.ready_replicas,
+        "replicas": {"current": model.ready_replicas, "min": low, "max": high},
+        "autoscaling": autoscaling,
+        # An autoscaled model idle at zero replicas: it holds nothing, and its next
+        # request waits while a replica starts (or gets 503 while there is no room).
+        "scaled_to_zero": bool(scaling) and model.state == "RUNNING" and not model.ready_replicas,
         "gpus_per_replica": spec.get("gpus_per_replica"),
         "gpus": model.gpus,
         "model_source": spec.get("model_source"),

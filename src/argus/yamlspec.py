@@ -11,7 +11,8 @@ reported as `field: what to fix`, at most `MAX_ERRORS` of them, each value quote
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import typing
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -212,6 +213,23 @@ _BOUND_WORDS = {
 }
 
 
+def _model_at(model: type[BaseModel], loc: Sequence[object]) -> type[BaseModel]:
+    """The (nested) model whose field `loc` leads into: `autoscaling.x` is Autoscaling's."""
+    for part in loc:
+        info = model.model_fields.get(part) if isinstance(part, str) else None
+        if info is None:
+            return model
+        nested = [
+            t
+            for t in (info.annotation, *typing.get_args(info.annotation))
+            if isinstance(t, type) and issubclass(t, BaseModel)
+        ]
+        if not nested:
+            return model
+        model = nested[0]
+    return model
+
+
 def pydantic_errors(e: ValidationError, model: type[BaseModel]) -> list[FieldError]:
     """Each pydantic error as a FieldError whose message says what to write instead."""
     out = []
@@ -220,7 +238,9 @@ def pydantic_errors(e: ValidationError, model: type[BaseModel]) -> list[FieldErr
         kind = err["type"]
         given = shown(err.get("input"))
         if kind == "extra_forbidden":
-            msg = "unknown field; allowed: " + ", ".join(model.model_fields)
+            msg = "unknown field; allowed: " + ", ".join(
+                _model_at(model, err["loc"][:-1]).model_fields
+            )
         elif kind == "missing":
             msg = "is required"
         elif kind in ("int_type", "int_parsing", "int_from_float"):

@@ -92,12 +92,52 @@ class Caller:
         self._thread.join(180)
 
 
+class Load:
+    """`threads` callers of one model, each with a request always in flight."""
+
+    def __init__(self, stack: Stack, model_id: str, key: str, threads: int = 4) -> None:
+        self.client, self.model_id = stack.openai(key), model_id
+        self.ok, self.failures = 0, []  # type: ignore[var-annotated]
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.client.chat.completions.create(
+                    model=self.model_id,
+                    max_tokens=64,
+                    messages=[{"role": "user", "content": "Tell me a story."}],
+                )
+                self.ok += 1
+            except Exception as e:
+                self.failures.append(repr(e))
+
+    def __enter__(self) -> Load:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(180)
+
+
+def free_cpus(stack: Stack) -> float:
+    """The CPUs Ray reports available on the stack's one node, as the admin status shows."""
+    nodes = stack.call("GET", "/api/v2/serve/status", stack.admin).json()["nodes"]
+    return float(sum(n["available"].get("CPU", 0.0) for n in nodes))
+
+
 def test_a_second_users_model_scales_in_place_is_suspended_with_its_owner_and_comes_back(
     stack: Stack, smol: tuple[str, str]
 ) -> None:
-    """Another user's model: scaled to two replicas and back in place, then its owner is
-    disabled (their task is cancelled, the model leaves Serve) and enabled again (it comes
-    back). The first model's replica keeps its pid and answers every call throughout."""
+    """Another user's model: made autoscaled in place, taken to two replicas by load and to
+    zero when idle (its CPUs given back), brought back by the next request, fixed at one
+    replica again; then its owner is disabled (their task is cancelled, the model leaves
+    Serve) and enabled again (it comes back). The first model's replica keeps its pid and
+    answers every call throughout."""
     first = smol[1]
     pids = stack.settled_pids(first, 1)
     dave = stack.new_user("dave", allow_commands=True)
@@ -109,14 +149,43 @@ def test_a_second_users_model_scales_in_place_is_suspended_with_its_owner_and_co
         ]
         stack.wait(key, "RUNNING", timeout=600)
         (pid,) = stack.settled_pids(model_id, 1)
-        r = stack.call("PATCH", f"/api/v2/serve/models/{key}", dave, json={"num_replicas": 2})
-        assert r.status_code == 202 and r.json()["state"] == "RUNNING"
-        stack.wait(key, "RUNNING", ready=2, timeout=600)
-        assert pid in stack.settled_pids(model_id, 2)
+        stack.wait_task(task_id, "RUNNING", timeout=120)  # what it holds is held from here on
+        # idle_seconds 5, its least: an idle replica is given back 5 s after load ends
+        scaling = {"min_replicas": 0, "max_replicas": 2, "target_ongoing_requests": 1}
+        r = stack.call(
+            "PATCH",
+            f"/api/v2/serve/models/{key}",
+            dave,
+            json={"autoscaling": {**scaling, "idle_seconds": 5}},
+        )
+        assert r.status_code == 202 and r.json()["replicas"] == {"current": 1, "min": 0, "max": 2}
+        with Load(stack, model_id, dave) as load:
+            stack.wait(key, "RUNNING", ready=2, timeout=300)
+            assert pid in stack.settled_pids(model_id, 2)  # scaled in place, no restart
+            busy = free_cpus(stack)
+        assert load.failures == [] and load.ok > 4
+        stack.wait(key, "RUNNING", ready=0, timeout=300)
+        stack.settled_pids(model_id, 0)
+        # Both replicas' bundles are free again (2 CPUs each: its engine and its actor).
+        wait_until(lambda: free_cpus(stack) == busy + 4, 60)
+        assert stack.model(key)["model"]["scaled_to_zero"] is True
+        assert model_id in {m.id for m in stack.openai(dave).models.list()}
+        started = time.monotonic()
+        reply = stack.openai(dave).chat.completions.create(
+            model=model_id, max_tokens=4, messages=[{"role": "user", "content": "hi"}]
+        )
+        print(f"first answer after zero in {time.monotonic() - started:.1f} s")
+        assert reply.choices
+        stack.wait(key, "RUNNING", ready=1, timeout=120)
+        (pid,) = stack.settled_pids(model_id, 1)
         r = stack.call("PATCH", f"/api/v2/serve/models/{key}", dave, json={"num_replicas": 1})
+        assert r.status_code == 202 and r.json()["autoscaling"] is None
+        applied = r.json()["generation"]
+        wait_until(lambda: stack.model(key)["model"]["observed_generation"] == applied, 60)
         stack.wait(key, "RUNNING", ready=1, timeout=300)
+        time.sleep(3)  # Serve has taken the count: a restart would show a new pid
         assert {first, model_id} <= {m.id for m in stack.openai(stack.admin).models.list()}
-        stack.wait_task(task_id, "RUNNING", timeout=120)
+        assert stack.replica_pids(model_id) == {pid}
 
         # Disabling dave stops his use of the cluster at once.
         r = stack.call("PATCH", "/api/v2/users/dave", stack.admin, json={"disabled": True})
@@ -141,8 +210,19 @@ def test_a_second_users_model_scales_in_place_is_suspended_with_its_owner_and_co
     assert caller.failures == [] and caller.ok > 5
     assert stack.replica_pids(first) == pids
     assert model_id not in [m.id for m in stack.openai(stack.admin).models.list()]
-    events = [e["event_type"] for e in reversed(stack.model(key)["events"])]
-    assert events[3:8] == ["SCALED", "SCALE_APPLIED", "READY", "SCALED", "SCALE_APPLIED"]
+    history = list(reversed(stack.model(key)["events"]))
+    events = [e["event_type"] for e in history]
+    assert events[3:5] == ["SCALED", "SCALE_APPLIED"], events  # to the range, in place
+    fixed = events.index("SCALED", 5)  # back to one replica, in place
+    assert events[fixed : fixed + 2] == ["SCALED", "SCALE_APPLIED"], events
+    assert set(events[5:fixed]) == {"AUTOSCALED"}, events
+    moves = [
+        (e["payload"]["from"], e["payload"]["to"], e["payload"]["reason"])
+        for e in history
+        if e["event_type"] == "AUTOSCALED"
+    ]
+    assert moves[0] == (1, 2, "load") and moves[-1] == (0, 1, "load"), moves
+    assert {reason for *_, reason in moves[1:-1]} == {"idle"} and moves[-2][1] == 0, moves
     assert events[-6:] == [
         "SUSPENDED",
         "RESUMED",

@@ -12,7 +12,8 @@ from fastapi.testclient import TestClient
 
 from argus.api.deps import AppContext
 from argus.config import Settings
-from argus.runtime.bootstrap import build_context
+from argus.runtime.bootstrap import build_context, build_loop
+from argus.runtime.loop import ControlLoop
 from argus.web import create_app
 from tests.conftest import ADMIN_TOKEN, make_model_folder, make_settings
 from tests.fake_cluster import FakeServeClient
@@ -107,3 +108,23 @@ def fake() -> FakeServeClient:
 @pytest.fixture
 def api(api_factory: Callable[..., Api]) -> Api:
     return api_factory()
+
+
+class Clock:
+    """A monotonic clock a test moves by hand."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def rec(api: Api, fake: FakeServeClient) -> ControlLoop:
+    """The control loop on the test's store and fake cluster, ticked by hand."""
+    r = build_loop(api.settings, api.ctx.db, fake)
+    r.clock = lambda: datetime.now(UTC)
+    r.monotonic = Clock()
+    api.ctx.status = r.status
+    return r

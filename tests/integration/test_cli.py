@@ -140,6 +140,12 @@ def test_serve_commands_as_a_user(env: dict[str, str], server: None, tmp_path: P
     assert "OpenAI base URL: http://127.0.0.1:8000/v1" in out
     code, out = run(user_env, "serve", "scale", posted["model_key"], "3")
     assert code == 0 and json.loads(out)["target_replicas"] == 3
+    code, out = run(user_env, "serve", "autoscale", posted["model_key"], "--min", "0", "--max", "2")
+    assert code == 0 and json.loads(out)["replicas"] == {"current": 0, "min": 0, "max": 2}
+    code, out = run(user_env, "serve", "ls")
+    assert code == 0 and "0(0-2)" in out
+    code, out = run(user_env, "serve", "autoscale", posted["model_key"], "--min", "3", "--max", "2")
+    assert code == 1 and "min_replicas (3) is more than max_replicas (2)" in out
     code, out = run(user_env, "serve", "share", posted["model_key"], "--with", "bob")
     assert code == 0, out
     code, out = run(user_env, "serve", "share", posted["model_key"], "--private", "--all-users")
@@ -148,6 +154,7 @@ def test_serve_commands_as_a_user(env: dict[str, str], server: None, tmp_path: P
     got = json.loads(out)
     assert [e["event_type"] for e in reversed(got["events"])] == [
         "CREATED",
+        "SCALED",
         "SCALED",
         "ACCESS_CHANGED",
     ]

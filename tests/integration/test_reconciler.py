@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 import pytest
 
@@ -17,23 +16,6 @@ from tests.fake_cluster import FakeServeClient
 from tests.integration.conftest import Api
 
 pytestmark = pytest.mark.integration
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
-@pytest.fixture
-def rec(api: Api, fake: FakeServeClient) -> ControlLoop:
-    r = build_loop(api.settings, api.ctx.db, fake)
-    r.clock = lambda: datetime.now(UTC)
-    r.monotonic = Clock()
-    api.ctx.status = r.status
-    return r
 
 
 def advance(r: ControlLoop, seconds: float) -> None:

@@ -334,3 +334,74 @@ def test_gpus_of_another_type_do_not_fit() -> None:
     nodes = (NodeResources("n1", a100, dict(a100)),)
     p = plan([rec(gpus=1)], obs(app=None, nodes=nodes), None, GPU, NOW)
     assert triggers(p) == {"a": Trigger.PENDING_RESOURCES}
+
+
+# -- autoscaling (issue 14) ----------------------------------------------------------------
+def auto(
+    key: str = "a", state: ServeState = S.RUNNING, low: int = 0, ready: int = 0, **kw: Any
+) -> ModelRecord:
+    """A model of `low` to 2 replicas, applied (generation 1 observed)."""
+    scaling = {"min_replicas": low, "max_replicas": 2, "idle_seconds": 10}
+    spec = ResolvedServingSpec.model_validate(
+        {"model_id": key, "model_source": f"/m/{key}", "autoscaling": scaling}
+    )
+    return replace(rec(key, state, obs=1, ready=ready, **kw), spec=spec)
+
+
+def test_an_autoscaled_model_is_placed_by_its_minimum_and_settles_at_zero() -> None:
+    queued = replace(auto(state=S.QUEUED), observed_generation=0)
+    full = cpu_nodes(free=1.0)  # no room for one replica (2 CPUs), room for zero
+    p = plan([queued], obs(app=None, nodes=full), None, CPU, NOW)
+    assert triggers(p) == {"a": Trigger.APPLIED}
+    assert p.changes[0].payload["autoscaling"]["max_replicas"] == 2
+    config = p.app[0].llm_config["deployment_config"]
+    assert "num_replicas" not in config
+    assert config["autoscaling_config"]["min_replicas"] == 0
+    assert config["autoscaling_config"]["downscale_to_zero_delay_s"] == 10.0
+    deploying = auto(state=S.DEPLOYING)
+    p = plan([deploying], obs({"a": dep("HEALTHY", 0)}), applied(deploying), CPU, NOW)
+    assert triggers(p) == {"a": Trigger.READY}
+    assert p.changes[0].ready_replicas == 0
+
+
+def test_serve_moving_an_autoscaled_model_is_an_event_with_its_reason() -> None:
+    m = auto(ready=1)
+    last = applied(m)
+    p = plan([m], obs({"a": dep("UPSCALING", 2)}), last, CPU, NOW)
+    assert triggers(p) == {"a": Trigger.AUTOSCALED}
+    assert p.changes[0].payload == {"from": 1, "to": 2, "reason": "load"}
+    assert p.changes[0].ready_replicas == 2
+    two = replace(m, ready_replicas=2)
+    p = plan([two], obs({"a": dep("DOWNSCALING", 0)}), last, CPU, NOW)
+    assert p.changes[0].payload == {"from": 2, "to": 0, "reason": "idle"}
+    assert not p.apply  # nothing to apply: Serve did it
+    # Below its minimum it is DEGRADED, as a fixed count would be.
+    kept = auto(low=1, ready=1)
+    p = plan([kept], obs({"a": dep("UNHEALTHY", 0, 1)}), applied(kept), CPU, NOW)
+    assert triggers(p) == {"a": Trigger.DEGRADED}
+
+
+def test_a_model_at_zero_without_room_is_refused_by_the_ingress_until_there_is() -> None:
+    m = auto()
+    last = applied(m)
+    full = cpu_nodes(free=1.0)
+    p = plan([m], obs({"a": dep("HEALTHY", 0)}, full), last, CPU, NOW)
+    assert triggers(p) == {"a": Trigger.NO_ROOM}
+    assert p.gate["no_room"] == ["u-202611281200-a"]
+    assert p.apply  # the gate changed: the ingress is reconfigured in place
+    again = plan(
+        [replace(m, no_room_reported=True)], obs({"a": dep("HEALTHY", 0)}, full), last, CPU, NOW
+    )
+    assert again.changes == () and again.gate["no_room"] == ["u-202611281200-a"]
+    # A replica starting (a request arrived) is not "no room"; nor is a free node.
+    assert "no_room" not in plan([m], obs({"a": dep("UPSCALING", 0, 1)}, full), last, CPU, NOW).gate
+    assert "no_room" not in plan([m], obs({"a": dep("HEALTHY", 0)}), last, CPU, NOW).gate
+
+
+def test_scaling_an_autoscaled_model_changes_no_code_version() -> None:
+    m = auto()
+    fixed = rec("a", S.RUNNING, obs=1, target=2, ready=2)
+    a = build_llm_config(m.model_id, m.spec, CPU)  # type: ignore[arg-type]
+    b = build_llm_config(fixed.model_id, fixed.spec, CPU)  # type: ignore[arg-type]
+    assert a["deployment_config"] != b["deployment_config"]
+    assert llm_server_version(a) == llm_server_version(b)

@@ -197,3 +197,24 @@ def test_model_id_rule_and_missing_fields() -> None:
 def test_yaml_syntax_errors(text: str, needle: str) -> None:
     with pytest.raises(SpecSyntaxError, match=needle):
         load_yaml_mapping(text)
+
+
+def test_an_autoscaling_range_is_stored_and_read_back_as_written() -> None:
+    from argus.serving.spec import Autoscaling, ResolvedServingSpec
+
+    scaling = {"min_replicas": 0, "max_replicas": 3, "idle_seconds": 60}
+    written = validate_spec(spec(gpus_per_replica=2, autoscaling=scaling), GPU)
+    resolved = ResolvedServingSpec.model_validate(written.model_dump(exclude_unset=True))
+    stored = resolved.stored()
+    assert "num_replicas" not in stored
+    assert stored["autoscaling"] == {**scaling, "target_ongoing_requests": 8}
+    back = ResolvedServingSpec.from_stored(stored)
+    assert back == resolved and back.stored() == stored
+    assert (back.min_replicas, back.max_replicas, back.gpus) == (0, 3, 6)  # quota: the ceiling
+    fixed = back.with_replicas(2)
+    assert fixed.autoscaling is None and fixed.stored()["num_replicas"] == 2
+    again = fixed.with_autoscaling(Autoscaling(max_replicas=2))
+    assert again.stored()["autoscaling"]["min_replicas"] == 1 and again.gpus == 4
+    # A stored spec with both is refused when read back, like a posted one.
+    with pytest.raises(SpecInvalid, match="not both"):
+        ResolvedServingSpec.from_stored({**stored, "num_replicas": 1})

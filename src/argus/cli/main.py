@@ -350,10 +350,13 @@ def serve_ls(
             "GET", "/api/v2/serve/models", params={"include_deleted": all_, "limit": 500}
         )
     )
-    typer.echo(f"{'MODEL KEY':<26} {'STATE':<10} {'READY':>5}  MODEL ID")
+    typer.echo(f"{'MODEL KEY':<26} {'STATE':<10} {'READY':>7}  MODEL ID")
     for m in body["items"]:
-        ready = f"{m['ready_replicas']}/{m['target_replicas']}"
-        typer.echo(f"{m['model_key']:<26} {m['state']:<10} {ready:>5}  {m['model_id']}")
+        if m.get("autoscaling"):  # current (min-max)
+            ready = f"{m['ready_replicas']}({m['replicas']['min']}-{m['replicas']['max']})"
+        else:
+            ready = f"{m['ready_replicas']}/{m['target_replicas']}"
+        typer.echo(f"{m['model_key']:<26} {m['state']:<10} {ready:>7}  {m['model_id']}")
     typer.echo(f"OpenAI base URL: {body['openai_base_url']}")
 
 
@@ -370,6 +373,33 @@ def serve_scale(model_key: str, replicas: int) -> None:
         _user_call(
             lambda c: c.request(
                 "PATCH", f"/api/v2/serve/models/{model_key}", json={"num_replicas": replicas}
+            )
+        )
+    )
+
+
+@serve_app.command("autoscale")
+def serve_autoscale(
+    model_key: str,
+    min_replicas: Annotated[int, typer.Option("--min", help="Replicas kept when idle; 0: none.")],
+    max_replicas: Annotated[int, typer.Option("--max", help="Most replicas under load.")],
+    target: Annotated[
+        int | None, typer.Option(help="Requests in flight per replica (default 8).")
+    ] = None,
+    idle_seconds: Annotated[
+        int | None, typer.Option(help="Idle time before a replica is given back (default 600).")
+    ] = None,
+) -> None:
+    """Let a model's replicas follow load within a range (in place; `scale` fixes a count)."""
+    scaling: dict[str, int] = {"min_replicas": min_replicas, "max_replicas": max_replicas}
+    if target is not None:
+        scaling["target_ongoing_requests"] = target
+    if idle_seconds is not None:
+        scaling["idle_seconds"] = idle_seconds
+    _print(
+        _user_call(
+            lambda c: c.request(
+                "PATCH", f"/api/v2/serve/models/{model_key}", json={"autoscaling": scaling}
             )
         )
     )

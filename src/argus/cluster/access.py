@@ -13,7 +13,8 @@ and shows it to whoever may read the Serve API.
                                   "expires": null | unix seconds}},
      "models": {"alice-...-smol": {"owner": "alice", "users": ["bob"], "all": false}},
      "cors_origins": ["https://app.example"],
-     "limits": {"alice": {"rpm": 60, "tpm": null}}, "ingress_replicas": 1}
+     "limits": {"alice": {"rpm": 60, "tpm": null}}, "ingress_replicas": 1,
+     "no_room": ["alice-...-smol"]}  # at zero replicas, no room for one: 503
 
 Plain values only: no Ray import, so the unit tests exercise the very rules the ingress runs.
 """

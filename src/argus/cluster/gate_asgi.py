@@ -57,6 +57,25 @@ class RateLimited(HTTPException):
         super().__init__(429, detail=detail, headers={"Retry-After": after})  # type: ignore[arg-type]
 
 
+# A model at zero replicas with no room for one: how soon to ask again. A replica of the
+# demo model starts in about half a minute once it has room.
+NO_ROOM_RETRY_S = 30.0
+
+
+class NoRoom(HTTPException):
+    """503 in the OpenAI shape, with `Retry-After`: the model scaled to zero and the GPUs
+    (or CPUs) its next replica needs are held by others; it starts once they are free."""
+
+    def __init__(self, model: str) -> None:
+        message = (
+            f"The model `{model}` is scaled to zero and the cluster has no room for a "
+            f"replica now; try again in {retry_after(NO_ROOM_RETRY_S)} s."
+        )
+        detail = openai_error(message, "server_error", "model_scaled_to_zero_no_room")
+        headers = {"Retry-After": retry_after(NO_ROOM_RETRY_S)}
+        super().__init__(503, detail=detail, headers=headers)  # type: ignore[arg-type]
+
+
 class Gate:
     """Pure ASGI middleware, where Ray's wildcard CORS middleware was: CORS, then the key."""
 

@@ -12,6 +12,9 @@ a revoked key or a changed share bites within a reconcile tick or two, and no re
 - CORS: Ray's ingress allows every origin with credentials; this one allows the origins
   the config lists (`serving.cors_origins`) and no other.
 - Rate limits per user (`argus.cluster.limits`): past one, 429 with `Retry-After`.
+- A model scaled to zero whose next replica has no room (argus's `no_room` list): 503
+  with `Retry-After`, rather than a request that waits without end. Any other model at
+  zero: the request waits while Serve starts a replica.
 - Usage: every call that reaches a model is metered (`argus.cluster.usage`) and handed to
   the usage sink every few seconds, off the request's path.
 
@@ -35,7 +38,14 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
 from argus.cluster.access import Caller, may_call
-from argus.cluster.gate_asgi import CALLER, Gate, ModelNotFound, RateLimited, http_error
+from argus.cluster.gate_asgi import (
+    CALLER,
+    Gate,
+    ModelNotFound,
+    NoRoom,
+    RateLimited,
+    http_error,
+)
 from argus.cluster.limits import RateLimiter, limits_of
 from argus.cluster.usage import UsageBook, error_status, strip_usage_chunks, tokens_in
 from argus.cluster.usage_sink import sink
@@ -108,6 +118,9 @@ class ArgusIngress(OpenAiIngress):  # type: ignore[misc]
                 self.limiter.spent(caller.user, time.monotonic(), spent)
             self._start_flusher()
 
+        if base is not None and base in self.table.get("no_room", ()):
+            record(503)
+            raise NoRoom(base)
         if caller is not None and not caller.admin:
             refused = self.limiter.admit(caller.user, started, limits_of(self.table, caller.user))
             if refused is not None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -28,6 +29,7 @@ from argus.serving import chat
 from argus.serving.llm_config import EngineSettings, build_llm_config
 from argus.serving.spec import (
     Access,
+    Autoscaling,
     ResolvedServingSpec,
     SpecLimits,
     access_of,
@@ -43,7 +45,13 @@ from argus.store.schema import ServeEvent, ServeModel
 from argus.store.states import ServeState
 from argus.store.users import get_user, quota_of, usage_of
 from argus.text import shown, summarize_error
-from argus.yamlspec import FieldError, SpecInvalid, SpecSyntaxError, load_yaml_mapping
+from argus.yamlspec import (
+    FieldError,
+    SpecInvalid,
+    SpecSyntaxError,
+    load_yaml_mapping,
+    pydantic_errors,
+)
 
 MAX_SPEC_BYTES = 32 * 1024  # a spec is a few hundred bytes; an echo of it stays small
 EVENTS_PAGE = 50
@@ -88,7 +96,8 @@ def resolve_spec(ctx: ServingContext, user_id: str, text: str) -> ResolvedServin
         raise Unprocessable(
             f"model_source: {e}", details=[{"field": "model_source", "message": str(e)}]
         ) from None
-    return ResolvedServingSpec.model_validate({**spec.model_dump(), "model_source": str(source)})
+    written = spec.model_dump(exclude_unset=True)  # num_replicas only where it was written
+    return ResolvedServingSpec.model_validate({**written, "model_source": str(source)})
 
 
 def submit_spec(
@@ -193,7 +202,7 @@ def _check_quota(
         quota_of(user, ctx.quotas),
         usage,
         new=live is None,
-        replicas=spec.num_replicas,
+        replicas=spec.max_replicas,
         gpus=spec.gpus,
     )
     if refusal is not None:
@@ -260,28 +269,63 @@ def events(
     return model, page, total
 
 
-def scale(
-    ctx: ServingContext, caller: Principal, model_key: str, num_replicas: Any, now: datetime
-) -> ServeModel:
+def parse_replicas(body: Mapping[str, Any]) -> int | Autoscaling | None:
+    """A PATCH body's `num_replicas` (a fixed count) or `autoscaling` (a range), checked."""
+    if "num_replicas" in body and "autoscaling" in body:
+        raise invalid(
+            [
+                FieldError(
+                    "autoscaling", "send num_replicas (a fixed count) or autoscaling, not both"
+                )
+            ]
+        )
+    if "autoscaling" in body:
+        try:
+            return Autoscaling.model_validate(body["autoscaling"])
+        except ValidationError as e:
+            raise invalid(
+                [
+                    FieldError(f"autoscaling.{f.field}".removesuffix(".(top level)"), f.message)
+                    for f in pydantic_errors(e, Autoscaling)
+                ]
+            ) from None
+    if "num_replicas" not in body:
+        return None
+    num_replicas = body["num_replicas"]
     if isinstance(num_replicas, bool) or not isinstance(num_replicas, int):
         raise invalid(
             [FieldError("num_replicas", f"must be a whole number, got {shown(num_replicas)}")]
         )
     if num_replicas < 1:
         raise invalid([FieldError("num_replicas", f"must be at least 1, got {num_replicas}")])
+    return num_replicas
+
+
+def scale(
+    ctx: ServingContext,
+    caller: Principal,
+    model_key: str,
+    wanted: int | Autoscaling,
+    now: datetime,
+) -> ServeModel:
+    """A new replica count, or autoscaling range, applied in place (no replica restarts)."""
     owned = get_owned(ctx, caller, model_key)
     with ctx.db.write() as s:
         model = store.get_serve_model(s, owned.model_key)
         assert model is not None  # models are never removed, only marked DELETED
         _refuse_if_ended(model, "scale")
-        spec = _stored_spec(model).with_replicas(num_replicas)
+        stored = _stored_spec(model)
+        spec = (
+            stored.with_autoscaling(wanted)
+            if isinstance(wanted, Autoscaling)
+            else stored.with_replicas(wanted)
+        )
         errors = limit_errors(spec, ctx.limits)
         if errors:
             raise invalid(errors)
         if model.resolved_spec == spec.stored():
-            return model  # already that many: nothing to write
+            return model  # already that: nothing to write
         _check_quota(ctx, s, Principal(model.user_id, caller.is_admin), spec, model)
-        old = model.resolved_spec.get("num_replicas")
         model.resolved_spec = spec.stored()
         model.gpus = spec.gpus
         model.generation += 1
@@ -292,11 +336,15 @@ def scale(
             now,
             payload={
                 "generation": model.generation,
-                "replicas_from": old,
-                "replicas_to": num_replicas,
+                "replicas_from": _replicas_of(stored),
+                "replicas_to": _replicas_of(spec),
             },
         )
         return model
+
+
+def _replicas_of(spec: ResolvedServingSpec) -> int | dict[str, int]:
+    return spec.autoscaling.model_dump() if spec.autoscaling else spec.num_replicas
 
 
 def parse_access(raw: Any) -> Access:

@@ -57,7 +57,7 @@ class ServingController:
         changes = list(decided.changes)
         if decided.apply:
             try:
-                self.client.apply(self.app_name, decided.app, gate)
+                self.client.apply(self.app_name, decided.app, decided.gate)
                 self.last_apply = LastApply(now, decided.app_hash, decided.versions)
             except ApplyError as e:
                 if e.model_id is None:
@@ -122,6 +122,7 @@ class ServingController:
             ready_replicas=m.ready_replicas,
             spec=spec,
             pending_reported=last_event == Trigger.PENDING_RESOURCES.value,
+            no_room_reported=last_event == Trigger.NO_ROOM.value,
             problem=problem,
         )
 

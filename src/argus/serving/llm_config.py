@@ -20,6 +20,9 @@ from argus.storage import offline_hf_env
 # be made to probe the private network.
 NO_MEDIA_HOSTS = ("media-urls-are-off.invalid",)
 CONSTRUCTOR_TRIES = 2
+# Load must last this long (Serve averages it over its 30 s look-back) before a replica is
+# added: Ray's default is 30 s, on top of an engine start of half a minute or more.
+UPSCALE_DELAY_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,7 @@ def build_llm_config(
     config: dict[str, Any] = {
         "model_loading_config": {"model_id": model_id, "model_source": spec.model_source},
         "deployment_config": {
-            "num_replicas": spec.num_replicas,
+            **replicas_config(spec),
             "graceful_shutdown_timeout_s": LLM_GRACEFUL_SHUTDOWN_S,
             # An engine that does not start seldom starts on a third try (a bad config,
             # weights, no memory): Serve's default of three tries a replica made a broken
@@ -104,6 +107,27 @@ def build_llm_config(
         bundles = [{"CPU": 1}]
     config["placement_group_config"] = {"bundles": bundles, "strategy": "STRICT_PACK"}
     return config
+
+
+def replicas_config(spec: ResolvedServingSpec) -> dict[str, Any]:
+    """The deployment's replica count, or its autoscaling: Ray Serve LLM's own default
+    target (1e9 requests a replica) never adds one, so argus sets each figure.
+
+    Part of `deployment_config`, which the code version leaves out: a change scales the
+    model in place, its running replicas untouched."""
+    scaling = spec.autoscaling
+    if scaling is None:
+        return {"num_replicas": spec.num_replicas}
+    return {
+        "autoscaling_config": {
+            "min_replicas": scaling.min_replicas,
+            "max_replicas": scaling.max_replicas,
+            "target_ongoing_requests": scaling.target_ongoing_requests,
+            "upscale_delay_s": UPSCALE_DELAY_S,
+            "downscale_delay_s": float(scaling.idle_seconds),
+            "downscale_to_zero_delay_s": float(scaling.idle_seconds),
+        }
+    }
 
 
 def replica_demand(spec: ResolvedServingSpec, engine: EngineSettings) -> dict[str, float]:

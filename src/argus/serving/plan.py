@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from argus.cluster.placement import Free, fits, free_resources
+from argus.cluster.placement import Free, fits, free_resources, node_fits
 from argus.cluster.serve_app import deployment_name, digest, llm_server_version
 from argus.cluster.serve_client import DeploymentStatus, ModelDeployment, ServeObservation
 from argus.serving.llm_config import EngineSettings, build_llm_config, replica_demand
@@ -25,6 +25,8 @@ from argus.text import summarize_error
 # How long a freshly applied model may be missing from Serve's status before argus
 # concludes the cluster lost it (Serve lists a deployment a few seconds after apply).
 APPLY_GRACE_S = 30.0
+# What Serve reports for a deployment that serves: autoscaling moves it between these.
+_SERVING = frozenset({"HEALTHY", "UPSCALING", "DOWNSCALING"})
 
 
 @dataclass(frozen=True)
@@ -39,13 +41,15 @@ class ModelRecord:
     ready_replicas: int
     spec: ResolvedServingSpec | None  # None: the stored spec breaks a rule (`problem` says)
     pending_reported: bool = False  # a PENDING_RESOURCES event stands for this generation
+    no_room_reported: bool = False  # a NO_ROOM event stands since the model last moved
     # Why this model must not be applied now: its stored spec breaks a rule, or its
     # model folder no longer passes the jail (checked again before every apply).
     problem: str | None = None
 
     @property
     def target_replicas(self) -> int:
-        return self.spec.num_replicas if self.spec is not None else 0
+        """Replicas it must hold to be placed and settled: an autoscaled model's minimum."""
+        return self.spec.min_replicas if self.spec is not None else 0
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,7 @@ class Plan:
     app_hash: str
     versions: dict[str, str]  # model_key -> version, for LastApply
     free: Free = field(default_factory=dict)  # per node, after the models
+    gate: dict[str, Any] = field(default_factory=dict)  # the ingress's table, as applied
 
     @property
     def touches_serve(self) -> bool:
@@ -115,6 +120,7 @@ def plan(
             running = dep.running_replicas if dep else 0
             missing = max(0, m.target_replicas - running)
             fits(replica_demand(m.spec, engine), missing, free)
+    no_room: list[str] = []  # models at zero whose next replica has nowhere to go
 
     for m in models:
         dep = status_of(m)
@@ -166,7 +172,7 @@ def plan(
                     m.model_key,
                     trigger,
                     observed_generation=m.generation,
-                    payload={"generation": m.generation, "replicas": m.target_replicas},
+                    payload={"generation": m.generation, **_replicas_payload(m.spec)},
                 )
             )
             continue
@@ -191,12 +197,20 @@ def plan(
                     )
                 )
             continue
-        changes.extend(_follow(m, dep))
-        if any(c.trigger is Trigger.FAILED for c in changes if c.model_key == m.model_key):
+        followed = _follow_autoscaled(m, dep) if m.spec.autoscaling else _follow(m, dep)
+        changes.extend(followed)
+        if any(c.trigger is Trigger.FAILED for c in followed):
             keep.pop(m.model_key)
             versions.pop(m.model_key)
+        elif _at_zero_without_room(m, dep, replica_demand(m.spec, engine), free):
+            no_room.append(m.model_id)
+            if not m.no_room_reported:
+                payload = {"needs_per_replica": replica_demand(m.spec, engine)}
+                changes.append(Change(m.model_key, Trigger.NO_ROOM, payload=payload))
 
     app = tuple(sorted(keep.values(), key=lambda d: d.model_id))
+    if no_room:  # the ingress answers 503 for these (`argus.cluster.ingress`)
+        gate = {**(gate or {}), "no_room": sorted(no_room)}
     app_hash = app_hash_of(app, gate)
     delete_app = not app and (observed.app_exists or bool(last_apply and last_apply.versions))
     apply = bool(app) and (
@@ -204,11 +218,59 @@ def plan(
         or last_apply.app_hash != app_hash
         or (not observed.app_exists and not recently_applied)
     )
-    return Plan(tuple(changes), app, apply, delete_app, app_hash, versions, free)
+    return Plan(tuple(changes), app, apply, delete_app, app_hash, versions, free, gate or {})
+
+
+def _replicas_payload(spec: ResolvedServingSpec) -> dict[str, Any]:
+    if spec.autoscaling is None:
+        return {"replicas": spec.num_replicas}
+    return {"replicas": spec.min_replicas, "autoscaling": spec.autoscaling.model_dump()}
+
+
+def _at_zero_without_room(
+    m: ModelRecord, dep: DeploymentStatus, demand: dict[str, float], free: Free
+) -> bool:
+    """An autoscaled model at zero replicas (none starting either) whose next replica fits
+    no node now: a request would wait for it without end, so the ingress answers 503."""
+    if m.state is not ServeState.RUNNING or m.target_replicas > 0:
+        return False
+    replicas = sum(n for state, n in dep.replica_states.items() if state != "STOPPING")
+    return replicas == 0 and not any(node_fits(demand, avail) for avail in free.values())
 
 
 def _was_applied(m: ModelRecord, last_apply: LastApply | None) -> bool:
     return last_apply is not None and m.model_key in last_apply.versions
+
+
+def _follow_autoscaled(m: ModelRecord, dep: DeploymentStatus) -> list[Change]:
+    """Serve moves an autoscaled model between its minimum and maximum: each move is an
+    AUTOSCALED event with its reason; fewer than the minimum is DEGRADED, as for a fixed
+    count."""
+    running = dep.running_replicas
+    if dep.status == "DEPLOY_FAILED":
+        return _follow(m, dep)
+    floor = m.target_replicas
+    settled = dep.status in _SERVING and running >= floor
+    if m.state is ServeState.DEPLOYING:
+        if settled:
+            return [Change(m.model_key, Trigger.READY, ready_replicas=running)]
+    elif running < floor and running < m.ready_replicas:
+        payload = {"ready": running, "target": floor, "serve": dep.status}
+        return [Change(m.model_key, Trigger.DEGRADED, ready_replicas=running, payload=payload)]
+    elif settled and m.ready_replicas < floor:
+        return [Change(m.model_key, Trigger.READY, ready_replicas=running)]
+    elif running != m.ready_replicas:
+        if running > m.ready_replicas:
+            reason = "load"
+        elif dep.status in _SERVING:
+            reason = "idle"
+        else:
+            reason = f"Serve reports {dep.status}"
+        payload = {"from": m.ready_replicas, "to": running, "reason": reason}
+        return [Change(m.model_key, Trigger.AUTOSCALED, ready_replicas=running, payload=payload)]
+    if running != m.ready_replicas:
+        return [Change(m.model_key, None, ready_replicas=running)]
+    return []
 
 
 def _follow(m: ModelRecord, dep: DeploymentStatus) -> list[Change]:

@@ -16,7 +16,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from argus.cluster.serve_app import EngineMode
 from argus.ids import InvalidId, validate_model_id_suffix, validate_user_id
@@ -139,6 +146,32 @@ def stored_access(access: Access) -> str | dict[str, Any]:
     return access.model_dump() if isinstance(access, SharedWith) else access
 
 
+class Autoscaling(BaseModel):
+    """`autoscaling:` instead of `num_replicas`: Ray Serve adds replicas under load, up to
+    `max_replicas`, and takes them away once idle for `idle_seconds`, down to
+    `min_replicas` (0: the model gives back all it holds, and its next request starts it)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    min_replicas: int = Field(1, ge=0, description="Replicas kept while idle; 0 scales to zero.")
+    max_replicas: int = Field(ge=1, description="Most replicas under load.")
+    target_ongoing_requests: int = Field(
+        8, ge=1, le=4096, description="Requests in flight per replica that it scales to."
+    )
+    idle_seconds: int = Field(
+        600, ge=5, le=7 * 86400, description="Idle time before a replica is given back."
+    )
+
+    @model_validator(mode="after")
+    def _range(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"min_replicas ({self.min_replicas}) is more than max_replicas "
+                f"({self.max_replicas})"
+            )
+        return self
+
+
 class _SpecFields(BaseModel):
     """The fields a written and a resolved spec share, with the same rules."""
 
@@ -146,13 +179,32 @@ class _SpecFields(BaseModel):
 
     model_id: str = Field(description="Suffix of the public id <user>-<YYYYMMDDHHMM>-<model_id>.")
     model_source: str = Field(description="Folder with config.json and safetensors weights.")
-    num_replicas: int = Field(1, ge=1, description="Engine replicas.")
+    num_replicas: int = Field(1, ge=1, description="Engine replicas (or `autoscaling`).")
     gpus_per_replica: int = Field(1, ge=1, description="GPUs per replica (tensor parallel size).")
     engine_kwargs: EngineKwargs = Field(default_factory=EngineKwargs)
     access: Access = Field(
         "private",
         description="Who else may call it: private (the default), all-users, or {users: [...]}.",
     )
+    autoscaling: Autoscaling | None = Field(
+        None, description="A replica range that follows load, instead of num_replicas."
+    )
+
+    @model_validator(mode="after")
+    def _one_replica_rule(self) -> _SpecFields:
+        if self.autoscaling is not None and "num_replicas" in self.model_fields_set:
+            raise ValueError("give num_replicas (a fixed count) or autoscaling (a range), not both")
+        return self
+
+    @property
+    def min_replicas(self) -> int:
+        """Replicas the model keeps however idle (what must fit when it is placed)."""
+        return self.autoscaling.min_replicas if self.autoscaling else self.num_replicas
+
+    @property
+    def max_replicas(self) -> int:
+        """Replicas the model may hold at most (what quotas count)."""
+        return self.autoscaling.max_replicas if self.autoscaling else self.num_replicas
 
     @field_validator("access", mode="before")
     @classmethod
@@ -177,15 +229,21 @@ class ResolvedServingSpec(_SpecFields):
 
     @property
     def gpus(self) -> int:
-        """GPUs the model holds at its replica count (what quotas count)."""
-        return self.num_replicas * self.gpus_per_replica
+        """GPUs the model may hold at most (what quotas count): an autoscaled model's
+        ceiling, since it takes replicas up to max_replicas without asking anyone."""
+        return self.max_replicas * self.gpus_per_replica
 
     def stored(self) -> dict[str, Any]:
         """The JSON the store keeps."""
+        replicas: dict[str, Any] = (
+            {"autoscaling": self.autoscaling.model_dump()}
+            if self.autoscaling
+            else {"num_replicas": self.num_replicas}
+        )
         return {
             "model_id": self.model_id,
             "model_source": self.model_source,
-            "num_replicas": self.num_replicas,
+            **replicas,
             "gpus_per_replica": self.gpus_per_replica,
             "engine_kwargs": self.engine_kwargs.given(),
             "access": stored_access(self.access),
@@ -205,7 +263,11 @@ class ResolvedServingSpec(_SpecFields):
             raise SpecInvalid(pydantic_errors(e, cls)) from None
 
     def with_replicas(self, num_replicas: int) -> ResolvedServingSpec:
-        return self.model_copy(update={"num_replicas": num_replicas})
+        """A fixed replica count (an autoscaled model stops scaling)."""
+        return self.model_copy(update={"num_replicas": num_replicas, "autoscaling": None})
+
+    def with_autoscaling(self, autoscaling: Autoscaling) -> ResolvedServingSpec:
+        return self.model_copy(update={"num_replicas": 1, "autoscaling": autoscaling})
 
     def with_access(self, access: Access) -> ResolvedServingSpec:
         return self.model_copy(update={"access": access})
@@ -242,11 +304,11 @@ def limit_errors(spec: _SpecFields, limits: SpecLimits) -> list[FieldError]:
     A posted spec and a PATCH of its replica count both go through here.
     """
     errors = []
-    if spec.num_replicas > limits.max_replicas:
+    if spec.max_replicas > limits.max_replicas:
         errors.append(
             FieldError(
-                "num_replicas",
-                f"{spec.num_replicas} is more than this cluster allows ({limits.max_replicas})",
+                "autoscaling.max_replicas" if spec.autoscaling else "num_replicas",
+                f"{spec.max_replicas} is more than this cluster allows ({limits.max_replicas})",
             )
         )
     if limits.engine is EngineMode.CPU:

@@ -38,6 +38,8 @@ class Trigger(StrEnum):
     CLUSTER_LOST = "CLUSTER_LOST"  # the Ray cluster stopped answering; state kept as last seen
     CLUSTER_BACK = "CLUSTER_BACK"  # the Ray cluster answers again
     ACCESS_CHANGED = "ACCESS_CHANGED"  # who may call it changed (PATCH); nothing restarts
+    AUTOSCALED = "AUTOSCALED"  # Serve added (load) or took away (idle) a replica in its range
+    NO_ROOM = "NO_ROOM"  # at zero replicas, and its next replica fits no node: requests get 503
 
 
 class InvalidTransition(Exception):
@@ -69,6 +71,8 @@ _TABLE: dict[Trigger, tuple[set[ServeState], ServeState | None]] = {
     Trigger.REMOVED: ({S.DELETING}, S.DELETED),
     Trigger.REDEPLOY: (_IN_SERVE, S.QUEUED),
     Trigger.ACCESS_CHANGED: (_ALIVE | {S.SUSPENDED}, None),
+    Trigger.AUTOSCALED: ({S.RUNNING}, S.RUNNING),
+    Trigger.NO_ROOM: ({S.RUNNING}, S.RUNNING),
 }
 
 

@@ -173,6 +173,8 @@ def needs_refresh(model: Mapping[str, Any]) -> bool:
     if not state.is_settled:
         return True
     if state is ServeState.RUNNING:
+        if model.get("autoscaling"):  # Serve moves it within its range at any time
+            return True
         return bool(
             model["ready_replicas"] != model["target_replicas"]
             or model["generation"] != model["observed_generation"]

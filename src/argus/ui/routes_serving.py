@@ -173,12 +173,14 @@ def model_page(request: Request, ctx: Ctx, session: Session, model_key: str) -> 
 def scale(ctx: Ctx, session: Session, form: Form, model_key: str) -> Response:
     model = _owned(ctx, session, model_key)
     raw = form.get("num_replicas", "").strip()
-    # A whole number goes through as one; anything else reaches control.scale as typed,
-    # which refuses it with the API's own message.
+    # A whole number goes through as one; anything else is refused with the API's own
+    # message. The form sets a fixed count (an autoscaled model stops scaling).
     count: object = int(raw) if re.fullmatch(r"[0-9]{1,6}", raw) else raw
     back = _back(form, model.model_key)
     try:
-        scaled = control.scale(ctx.serving, session.principal, model.model_key, count, ctx.clock())
+        wanted = control.parse_replicas({"num_replicas": count})
+        assert wanted is not None
+        scaled = control.scale(ctx.serving, session.principal, model.model_key, wanted, ctx.clock())
     except ArgusError as e:
         return flash_redirect(back, f"Could not scale {model.model_id}: {e.message}", "error")
     replicas = model_view(scaled)["target_replicas"]

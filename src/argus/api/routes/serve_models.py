@@ -30,6 +30,9 @@ EXAMPLE_MODEL: dict[str, Any] = {
     "observed_generation": 2,
     "target_replicas": 2,
     "ready_replicas": 2,
+    "replicas": {"current": 2, "min": 2, "max": 2},
+    "autoscaling": None,
+    "scaled_to_zero": False,
     "gpus_per_replica": 1,
     "gpus": 2,
     "model_source": "/private/hf/SmolLM2-135M-Instruct",
@@ -195,9 +198,12 @@ def model_events(
 @router.patch(
     "/models/{model_key}",
     status_code=202,
-    summary='Scale or share a model: JSON {"num_replicas": N} and/or {"access": ...}',
+    summary='Scale or share a model: {"num_replicas": N} or {"autoscaling": ...}, {"access": ...}',
     description=(
-        "`num_replicas` scales the model in place. `access` says who else may call it on the "
+        "`num_replicas` sets a fixed replica count, `autoscaling` a range that follows load "
+        "(`{min_replicas, max_replicas, target_ongoing_requests, idle_seconds}`; "
+        "`min_replicas: 0` scales to zero when idle); either applies in place, no running "
+        "replica restarts. `access` says who else may call it on the "
         'OpenAI endpoint: `"private"`, `"all-users"` or `{"users": ["bob"]}`; a change of '
         "access restarts nothing and bites within seconds."
     ),
@@ -208,6 +214,16 @@ def model_events(
                 "application/json": {
                     "examples": {
                         "scale": {"value": {"num_replicas": 2}},
+                        "autoscale": {
+                            "value": {
+                                "autoscaling": {
+                                    "min_replicas": 0,
+                                    "max_replicas": 4,
+                                    "target_ongoing_requests": 8,
+                                    "idle_seconds": 600,
+                                }
+                            }
+                        },
                         "share": {"value": {"access": {"users": ["bob"]}}},
                     }
                 }
@@ -223,17 +239,18 @@ async def patch_model(
     request: Request, ctx: Ctx, caller: Caller, model_key: str = KEY_PATH
 ) -> JSONResponse:
     body = await read_json_object(request, '{"num_replicas": N} or {"access": ...}')
-    unknown = set(body) - {"num_replicas", "access"}
+    unknown = set(body) - {"num_replicas", "autoscaling", "access"}
     if not body or unknown:
         raise BadRequest(
-            'send {"num_replicas": N}, {"access": ...} or both; '
+            'send {"num_replicas": N} or {"autoscaling": {...}}, {"access": ...}, or both; '
             + (f"not patchable: {', '.join(sorted(unknown))}" if unknown else "the body is empty")
         )
+    replicas = control.parse_replicas(body)
     access = control.parse_access(body["access"]) if "access" in body else None
     model = None
-    if "num_replicas" in body:
+    if replicas is not None:
         model = await in_thread(
-            control.scale, ctx.serving, caller, model_key, body["num_replicas"], ctx.clock()
+            control.scale, ctx.serving, caller, model_key, replicas, ctx.clock()
         )
     if access is not None:
         model = await in_thread(
