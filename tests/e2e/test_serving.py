@@ -10,7 +10,9 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import openai
 import pytest
 
 from argus.demo import DEMO_MODEL_DIRNAME
@@ -124,6 +126,12 @@ class Load:
             t.join(180)
 
 
+def hi(client: openai.OpenAI, model_id: str) -> Any:
+    return client.chat.completions.create(
+        model=model_id, max_tokens=4, messages=[{"role": "user", "content": "hi"}]
+    )
+
+
 def free_cpus(stack: Stack) -> float:
     """The CPUs Ray reports available on the stack's one node, as the admin status shows."""
     nodes = stack.call("GET", "/api/v2/serve/status", stack.admin).json()["nodes"]
@@ -134,7 +142,8 @@ def test_a_second_users_model_scales_in_place_is_suspended_with_its_owner_and_co
     stack: Stack, smol: tuple[str, str]
 ) -> None:
     """Another user's model: made autoscaled in place, taken to two replicas by load and to
-    zero when idle (its CPUs given back), brought back by the next request, fixed at one
+    zero when idle (its CPUs given back), refused with 503 while a task holds the room its
+    next replica needs, brought back by the next request once the task ends, fixed at one
     replica again; then its owner is disabled (their task is cancelled, the model leaves
     Serve) and enabled again (it comes back). The first model's replica keeps its pid and
     answers every call throughout."""
@@ -170,12 +179,35 @@ def test_a_second_users_model_scales_in_place_is_suspended_with_its_owner_and_co
         wait_until(lambda: free_cpus(stack) == busy + 4, 60)
         assert stack.model(key)["model"]["scaled_to_zero"] is True
         assert model_id in {m.id for m in stack.openai(dave).models.list()}
-        started = time.monotonic()
-        reply = stack.openai(dave).chat.completions.create(
-            model=model_id, max_tokens=4, messages=[{"role": "user", "content": "hi"}]
-        )
+        # No room at zero: a task holds the CPUs its next replica needs. A request gets 503
+        # with Retry-After at once, not a wait without end, until the task ends.
+        hog = stack.post_task(
+            f"name: hog\nworkload: command\ncpus_per_node: {int(free_cpus(stack)) - 1}\n"
+            "entrypoint: sleep 600\n",
+            dave,
+        )["task_id"]
+        stack.wait_task(hog, "RUNNING", timeout=120)
+        wait_until(lambda: stack.model(key)["events"][0]["event_type"] == "NO_ROOM", 30)
+        time.sleep(3)  # the ingress is reconfigured in place
+        with pytest.raises(openai.InternalServerError) as refused:
+            hi(stack.openai(dave).with_options(timeout=30), model_id)
+        assert refused.value.status_code == 503
+        assert refused.value.response.headers["retry-after"] == "30"
+        assert refused.value.response.json()["error"]["code"] == "model_scaled_to_zero_no_room"
+        r = stack.call("POST", f"/api/v2/tasks/{hog}:cancel", dave)
+        assert r.status_code == 202, r.text
+        stack.wait_task(hog, "CANCELED", timeout=120)
+        # Room again: the next request waits while a replica starts, and is answered.
+        started, answer = time.monotonic(), None
+        while answer is None:
+            assert time.monotonic() - started < 60, "still refused a minute after the task ended"
+            try:
+                started, answer = time.monotonic(), hi(stack.openai(dave), model_id)
+            except openai.InternalServerError as e:
+                assert e.status_code == 503
+                time.sleep(1)
         print(f"first answer after zero in {time.monotonic() - started:.1f} s")
-        assert reply.choices
+        assert answer.choices
         stack.wait(key, "RUNNING", ready=1, timeout=120)
         (pid,) = stack.settled_pids(model_id, 1)
         r = stack.call("PATCH", f"/api/v2/serve/models/{key}", dave, json={"num_replicas": 1})
@@ -215,7 +247,8 @@ def test_a_second_users_model_scales_in_place_is_suspended_with_its_owner_and_co
     assert events[3:5] == ["SCALED", "SCALE_APPLIED"], events  # to the range, in place
     fixed = events.index("SCALED", 5)  # back to one replica, in place
     assert events[fixed : fixed + 2] == ["SCALED", "SCALE_APPLIED"], events
-    assert set(events[5:fixed]) == {"AUTOSCALED"}, events
+    assert set(events[5:fixed]) == {"AUTOSCALED", "NO_ROOM"}, events
+    assert events.count("NO_ROOM") == 1, events
     moves = [
         (e["payload"]["from"], e["payload"]["to"], e["payload"]["reason"])
         for e in history
