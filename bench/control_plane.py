@@ -21,18 +21,17 @@ from pathlib import Path
 import httpx
 import uvicorn
 
-from argus.web import create_app
+from argus.cluster.serve_app import EngineMode, deployment_name
 from argus.cluster.serve_client import DeploymentStatus, NodeResources, ServeObservation
-from argus.cluster.serve_app import EngineMode
 from argus.config import load_settings
 from argus.runtime.bootstrap import build_context
-from argus.cluster.serve_app import deployment_name
 from argus.serving.llm_config import EngineSettings
 from argus.serving.plan import LastApply, ModelRecord, plan
 from argus.serving.spec import ResolvedServingSpec
-from argus.store.states import ServeState
 from argus.store.schema import ServeModel
+from argus.store.states import ServeState
 from argus.store.users import create_user, issue_user_token
+from argus.web import create_app
 
 
 def pct(values: list[float], q: float) -> float:
