@@ -40,10 +40,10 @@ with `--no-load`):
   RUNNING at 37.6-40.7 s (its process, Ray Serve LLM's import, vLLM's engine: see
   docs/serving.md), the answer takes under a second more.
 - What shortens it, tried: the handle's metrics push every 1 s instead of 10 s
-  (`--push-interval-s 1`): no effect (STARTING at 9.1 s against 8.7 s); Serve already
-  pushes at once when a request finds zero replicas. enforce_eager (argus's default on
-  CPU) saves 170-250 s of torch.compile per start; the engine-start callback saves the
-  7-11 s node initialisation. Not tried yet: a warm Ray worker for the replica.
+  (`--ray-env RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S=1`): no effect
+  (STARTING at 9.1 s against 8.7 s). enforce_eager (argus's default on CPU) saves
+  170-250 s of torch.compile per start; the engine-start callback saves the 7-11 s node
+  initialisation. Not tried yet: a warm Ray worker for the replica.
 - Load: 1 -> 2 replicas in 61.4 s (172 of 172 answers 200); back to zero 65.6 s after it.
 """
 
@@ -145,17 +145,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--idle-s", type=int, default=20)
     parser.add_argument(
-        "--push-interval-s",
-        type=float,
-        default=None,
-        help="RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S for the cluster (Ray: 10)",
+        "--ray-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an environment variable for the cluster's processes, e.g. "
+        "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S=1 (repeatable)",
     )
     parser.add_argument("--no-load", action="store_true", help="stop after the cold start")
     args = parser.parse_args()
-    if args.push_interval_s is not None:  # the cluster's processes inherit the driver's env
-        os.environ["RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S"] = str(
-            args.push_interval_s
-        )
+    figures: dict[str, Any] = {}
+    for pair in args.ray_env:  # the cluster's processes inherit the driver's environment
+        name, _, value = pair.partition("=")
+        os.environ[name] = value
+    figures["Ray environment"] = args.ray_env
 
     import ray
     from ray import serve
@@ -171,7 +174,6 @@ def main() -> int:
         _temp_dir=tempfile.mkdtemp(prefix="argus-t-", dir="/tmp"),
         log_to_driver=False,
     )
-    figures: dict[str, Any] = {}
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         cpu_before = ray.available_resources().get("CPU", 0.0)
