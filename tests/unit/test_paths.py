@@ -18,7 +18,8 @@ from argus.storage import (
 )
 from tests.conftest import make_model_folder
 
-pytestmark = pytest.mark.unit
+# Property tests among them: see test_yamlspec.py for why the unit tier's 60 s is too short.
+pytestmark = [pytest.mark.unit, pytest.mark.timeout(300)]
 ROOT = Path("/private")
 
 

@@ -22,7 +22,9 @@ from argus.yamlspec import (
     load_yaml_mapping,
 )
 
-pytestmark = pytest.mark.unit
+# Hundreds of generated examples a test: 4 s under coverage alone, past the unit tier's
+# 60 s when make test ran e2e engines on both cores beside it. A hang still fails.
+pytestmark = [pytest.mark.unit, pytest.mark.timeout(300)]
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # Text built from what YAML gives meaning to, so that the generator reaches the parser's
