@@ -159,16 +159,20 @@ def test_a_second_users_model_scales_in_place_is_suspended_with_its_owner_and_co
         stack.wait(key, "RUNNING", timeout=600)
         (pid,) = stack.settled_pids(model_id, 1)
         stack.wait_task(task_id, "RUNNING", timeout=120)  # what it holds is held from here on
-        # idle_seconds 5, its least: an idle replica is given back 5 s after load ends
+        # idle_seconds 5, its least: an idle replica is given back 5 s after load ends. The
+        # load starts first: an idle model with min_replicas 0 may go to zero at once (a
+        # clean run saw Serve take the replica away 1 s after the PATCH, and start another).
         scaling = {"min_replicas": 0, "max_replicas": 2, "target_ongoing_requests": 1}
-        r = stack.call(
-            "PATCH",
-            f"/api/v2/serve/models/{key}",
-            dave,
-            json={"autoscaling": {**scaling, "idle_seconds": 5}},
-        )
-        assert r.status_code == 202 and r.json()["replicas"] == {"current": 1, "min": 0, "max": 2}
         with Load(stack, model_id, dave) as load:
+            wait_until(lambda: load.ok >= 4, 60)
+            r = stack.call(
+                "PATCH",
+                f"/api/v2/serve/models/{key}",
+                dave,
+                json={"autoscaling": {**scaling, "idle_seconds": 5}},
+            )
+            assert r.status_code == 202
+            assert r.json()["replicas"] == {"current": 1, "min": 0, "max": 2}
             stack.wait(key, "RUNNING", ready=2, timeout=300)
             assert pid in stack.settled_pids(model_id, 2)  # scaled in place, no restart
             busy = free_cpus(stack)
