@@ -10,6 +10,7 @@ from argus.api.errors import install_error_handlers
 from argus.api.limits import BodyLimitMiddleware
 from argus.api.metrics import install_metrics
 from argus.api.routes import health, keys, metrics, serve_models, tasks, usage, users
+from argus.api.wake import WakeOnWrite
 
 DESCRIPTION = """
 Serve LLMs for many users on a Ray cluster. Post a YAML spec, watch the model go
@@ -37,5 +38,6 @@ def build_api(ctx: AppContext) -> FastAPI:
     app.include_router(tasks.router)
     app.include_router(metrics.router)
     app.add_middleware(BodyLimitMiddleware)
+    app.add_middleware(WakeOnWrite, wake=lambda: ctx.wake())
     install_metrics(app, ctx)  # outermost: it counts the 413s the cap answers too
     return app

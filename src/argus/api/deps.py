@@ -58,6 +58,10 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def no_loop() -> None:
+    """Where no control loop runs beside the API (tests of the API alone)."""
+
+
 @dataclass
 class AppContext:
     settings: Settings
@@ -68,6 +72,7 @@ class AppContext:
     status: StatusView
     admin_token_hash: str
     clock: Callable[[], datetime] = utcnow
+    wake: Callable[[], None] = no_loop  # the control loop's: tick now, after a write
 
 
 def get_ctx(request: Request) -> AppContext:

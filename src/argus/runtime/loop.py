@@ -6,6 +6,11 @@ scheduler (tasks -> Ray jobs) on that one view, so serving and training draw on 
 count, and stores the usage the ingress metered (`argus.usage`). What it saw goes to
 the status view (`runtime.status`), which the API reads.
 
+A write the API accepted wakes the loop (`wake`): the next tick starts at once instead of
+at the end of the interval, so a revoked key or a new model does not wait out a sleep.
+Wakes closer together than `MIN_GAP_S` wait for it: a client writing in a tight loop
+cannot make the loop spin.
+
 When the cluster cannot be reached the tick stops after the observation: no state is
 changed on a guess. Each live model gets one CLUSTER_LOST event when that starts and one
 CLUSTER_BACK when it ends, not one per tick.
@@ -28,6 +33,7 @@ from argus.training.scheduler import TaskScheduler
 from argus.usage import UsageCollector
 
 log = logging.getLogger(__name__)
+MIN_GAP_S = 0.2  # between the starts of two ticks, however often the loop is woken
 
 
 @dataclass
@@ -41,6 +47,7 @@ class ControlLoop:
     usage: UsageCollector | None = None
     monotonic: Callable[[], float] = time.monotonic
     _stop: threading.Event = field(default_factory=threading.Event)
+    _wake: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _serve_ready: bool = False
 
@@ -100,12 +107,22 @@ class ControlLoop:
         self._thread = threading.Thread(target=self._run, name="argus-control-loop", daemon=True)
         self._thread.start()
 
+    def wake(self) -> None:
+        """Tick now: something the next tick acts on was just written."""
+        self._wake.set()
+
     def _run(self) -> None:
         while not self._stop.is_set():
+            started = time.monotonic()  # real time: this is how long the thread sleeps
+            self._wake.clear()  # a wake during the tick below starts the next one at once
             self.tick()
-            self._stop.wait(self.interval_s)
+            self._wake.wait(self.interval_s)
+            gap = min(MIN_GAP_S, self.interval_s) - (time.monotonic() - started)
+            if gap > 0:
+                self._stop.wait(gap)
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)

@@ -194,6 +194,7 @@ def run_up(
         ctx = build_context(
             settings, ray=link.client, status=loop.status, db=db, check=link.client.check
         )
+        ctx.wake = loop.wake
         admin = ensure_admin_token(settings)
         app = create_app(ctx)
         server = uvicorn.Server(
