@@ -58,6 +58,11 @@ class UnsupportedMediaType(ArgusError):
 class Unprocessable(ArgusError):
     status, code = 422, "invalid"
 
+    @classmethod
+    def of_field(cls, field: str, message: str) -> Unprocessable:
+        """One field's problem: the message names the field, `details` carries both."""
+        return cls(f"{field}: {message}", details=[{"field": field, "message": message}])
+
 
 class BadGateway(ArgusError):
     status, code = 502, "bad_gateway"

@@ -30,10 +30,6 @@ MAX_KEY_LIFE = timedelta(days=3650)
 KEY_NAME_RE = re.compile(r"[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]{0,63}")
 
 
-def _invalid(field: str, message: str) -> Unprocessable:
-    return Unprocessable(f"{field}: {message}", details=[{"field": field, "message": message}])
-
-
 def key_view(key: ApiKey, now: datetime) -> dict[str, Any]:
     if key.revoked_at is not None:
         state = "revoked"
@@ -62,22 +58,24 @@ def create_key(
     now: datetime,
 ) -> dict[str, Any]:
     if not KEY_NAME_RE.fullmatch(name):
-        raise _invalid(
+        raise Unprocessable.of_field(
             "name",
             f"{shown(name)} is not a key name: 1 to 64 printable characters, "
             "not starting with a space",
         )
     if models is not None and not 1 <= len(models) <= MAX_KEY_MODELS:
-        raise _invalid(
+        raise Unprocessable.of_field(
             "models", f"list 1 to {MAX_KEY_MODELS} model ids, or leave it out for all of yours"
         )
     if expires_at is not None:
         if expires_at.tzinfo is None:
-            raise _invalid("expires_at", "give a time zone, e.g. 2027-01-31T00:00:00Z")
+            raise Unprocessable.of_field(
+                "expires_at", "give a time zone, e.g. 2027-01-31T00:00:00Z"
+            )
         if expires_at <= now:
-            raise _invalid("expires_at", f"{expires_at.isoformat()} has passed")
+            raise Unprocessable.of_field("expires_at", f"{expires_at.isoformat()} has passed")
         if expires_at - now > MAX_KEY_LIFE:
-            raise _invalid("expires_at", "a key lives at most ten years")
+            raise Unprocessable.of_field("expires_at", "a key lives at most ten years")
         expires_at = expires_at.astimezone(UTC)
     with db.write() as s:
         if models is not None:
@@ -99,7 +97,7 @@ def _check_models(s: Session, caller: Principal, models: list[str]) -> None:
     who = Caller(caller.user_id, caller.is_admin, None)
     for model_id in models:
         if model_id not in table["models"] or not may_call(table, who, model_id):
-            raise _invalid(
+            raise Unprocessable.of_field(
                 "models", f"no model {shown(model_id)} that you may call (see GET /v1/models)"
             )
 

@@ -45,10 +45,6 @@ class UsageCollector:
         return stored
 
 
-def _invalid(field: str, message: str) -> Unprocessable:
-    return Unprocessable(f"{field}: {message}", details=[{"field": field, "message": message}])
-
-
 def parse_time(field: str, value: str) -> datetime:
     """An ISO 8601 date or time; one without a zone is UTC."""
     try:
@@ -56,7 +52,7 @@ def parse_time(field: str, value: str) -> datetime:
         return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
     except (ValueError, OverflowError):
         example = "e.g. 2026-12-01 or 2026-12-01T08:00Z"
-        raise _invalid(field, f"an ISO 8601 date or time, {example}") from None
+        raise Unprocessable.of_field(field, f"an ISO 8601 date or time, {example}") from None
 
 
 def read_usage(
@@ -68,16 +64,16 @@ def read_usage(
     group_by: str = "model",
 ) -> dict[str, Any]:
     if group_by not in GROUPS:
-        raise _invalid("group_by", f"one of {', '.join(GROUPS)}")
+        raise Unprocessable.of_field("group_by", f"one of {', '.join(GROUPS)}")
     end = parse_time("until", until) if until else now + CURRENT_MINUTE
     try:
         start = parse_time("since", since) if since else end - DEFAULT_SPAN
     except OverflowError:
-        raise _invalid("until", "a time after year 1") from None
+        raise Unprocessable.of_field("until", "a time after year 1") from None
     if start >= end:
-        raise _invalid("since", "must come before until")
+        raise Unprocessable.of_field("since", "must come before until")
     if end - start > MAX_SPAN:
-        raise _invalid("since", f"at most {MAX_SPAN.days} days before until")
+        raise Unprocessable.of_field("since", f"at most {MAX_SPAN.days} days before until")
     user_id = None if caller.is_admin else caller.user_id
     with db.read() as s:
         items = store.usage(s, start, end, group_by, user_id)
