@@ -45,11 +45,28 @@ two with `--no-load`):
   1 s instead of 10 s (`--ray-env RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S=1`):
   no effect (STARTING at 9.1 s against 8.7 s); that and the handle recording its queue
   every 0.9 s instead of 6 s (`RAY_SERVE_AUTOSCALING_METRIC_RECORD_INTERVAL_FACTOR=0.03`):
-  no effect either (8.8 s). Where those 8.4 s go is not found yet. Earlier, for every
-  start: enforce_eager (argus's default on CPU) saves 170-250 s of torch.compile; the
-  engine-start callback saves the 7-11 s node initialisation. Not tried yet: a warm Ray
-  worker for the replica.
-- Load: 1 -> 2 replicas in 61.4 s (172 of 172 answers 200); back to zero 65.6 s after it.
+  no effect either (8.8 s).
+- Where the 8.4 s went (read in Ray 2.60's router): the handle pushes its queue to the
+  controller every `autoscaling_config.metrics_interval_s` (10 s); the environment variable
+  above is defined but not read. A request that finds zero replicas does push at once, but
+  it pushes the queue as last recorded (every 6 s), from before the request; so Serve
+  learnt of it at the next periodic push. argus now sets `metrics_interval_s: 1`
+  (recorded and pushed every second; `argus/serving/llm_config.py`). Two runs (2026-12-03,
+  the second with load): the replica is STARTING 1.0-1.3 s after the request instead of
+  8.7-9.1 s, RUNNING at 29.0 s, and the first chat after zero is answered in 29.5-29.7 s
+  instead of 38.0-42.0 s: as fast as a plain deploy (floor 31.5 and 42.1 s in those runs).
+- Earlier, for every start: enforce_eager (argus's default on CPU) saves 170-250 s of
+  torch.compile; the engine-start callback saves the 7-11 s node initialisation.
+- A warm Ray worker, looked at and not done: each replica is a new Ray actor with a
+  runtime_env of its own (argus's offline and KV-cache variables), which Ray starts in a
+  dedicated worker process, never a pooled one; and vLLM's engine core and worker are
+  processes vLLM spawns (never forks, inside a Ray actor) that import torch and vLLM
+  again whatever the replica has imported. The most a warm replica process could save is
+  its own start and Ray Serve LLM's import, ~8 s of the ~28 s (docs/serving.md); it would
+  need a process kept per node outside Ray's actors.
+- Load: 1 -> 2 replicas in 61.4 s and 66.3 s (172 of 172 and 152 of 152 answers 200: Serve
+  averages the queue over its 30 s look-back, waits upscale_delay_s, then the replica starts
+  on two cores the load already holds); back to zero 62.5-65.6 s after it.
 """
 
 from __future__ import annotations
