@@ -74,6 +74,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -190,10 +191,11 @@ def main() -> int:
     model = prepare_demo_model(storage).path
     port = free_port()
     base = f"http://127.0.0.1:{port}/v1"
+    ray_tmp = tempfile.mkdtemp(prefix="argus-t-", dir="/tmp")
     ray.init(
         num_cpus=8,
         include_dashboard=False,
-        _temp_dir=tempfile.mkdtemp(prefix="argus-t-", dir="/tmp"),
+        _temp_dir=ray_tmp,
         log_to_driver=False,
     )
     try:
@@ -312,6 +314,8 @@ def main() -> int:
             print(f"{name}: {json.dumps(value, default=str)}")
         serve.shutdown()
         ray.shutdown()
+        for made in (storage, ray_tmp):  # the converted model and Ray's files: ours only
+            shutil.rmtree(made, ignore_errors=True)
     return 0
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -367,6 +368,8 @@ def stack(
         yield s
     finally:
         s.stop_argus()
+        if request.session.testsfailed == 0:  # a failed run keeps Ray's logs to read
+            shutil.rmtree(env["ARGUS_RAY_TEMP_DIR"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ untouched.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -93,3 +94,4 @@ def test_up_and_down_touch_only_their_own_head(
     assert stack.replica_pids(smol[1]) == bystander_replicas
     assert "Paris" in stack.chat(smol[1])
     assert os.path.exists(stack.data / "agent.sock")
+    shutil.rmtree(env["ARGUS_RAY_TEMP_DIR"])  # its head's files: nothing runs there now
