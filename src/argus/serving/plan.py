@@ -202,10 +202,10 @@ def plan(
         if any(c.trigger is Trigger.FAILED for c in followed):
             keep.pop(m.model_key)
             versions.pop(m.model_key)
-        elif _at_zero_without_room(m, dep, replica_demand(m.spec, engine), free):
+        elif (needs := _at_zero_without_room(m, dep, engine, free)) is not None:
             no_room.append(m.model_id)
             if not m.no_room_reported:
-                payload = {"needs_per_replica": replica_demand(m.spec, engine)}
+                payload = {"needs_per_replica": needs}
                 changes.append(Change(m.model_key, Trigger.NO_ROOM, payload=payload))
 
     app = tuple(sorted(keep.values(), key=lambda d: d.model_id))
@@ -228,14 +228,17 @@ def _replicas_payload(spec: ResolvedServingSpec) -> dict[str, Any]:
 
 
 def _at_zero_without_room(
-    m: ModelRecord, dep: DeploymentStatus, demand: dict[str, float], free: Free
-) -> bool:
-    """An autoscaled model at zero replicas (none starting either) whose next replica fits
-    no node now: a request would wait for it without end, so the ingress answers 503."""
-    if m.state is not ServeState.RUNNING or m.target_replicas > 0:
-        return False
-    replicas = sum(n for state, n in dep.replica_states.items() if state != "STOPPING")
-    return replicas == 0 and not any(node_fits(demand, avail) for avail in free.values())
+    m: ModelRecord, dep: DeploymentStatus, engine: EngineSettings, free: Free
+) -> dict[str, float] | None:
+    """What the next replica needs, for an autoscaled model at zero replicas (none starting
+    either) whose next replica fits no node now: a request would wait for it without end,
+    so the ingress answers 503. None for every other model."""
+    if m.spec is None or m.state is not ServeState.RUNNING or m.target_replicas > 0:
+        return None
+    if any(n for state, n in dep.replica_states.items() if state != "STOPPING"):
+        return None
+    demand = replica_demand(m.spec, engine)
+    return None if any(node_fits(demand, avail) for avail in free.values()) else demand
 
 
 def _was_applied(m: ModelRecord, last_apply: LastApply | None) -> bool:
