@@ -38,6 +38,6 @@ def build_api(ctx: AppContext) -> FastAPI:
     app.include_router(tasks.router)
     app.include_router(metrics.router)
     app.add_middleware(BodyLimitMiddleware)
-    app.add_middleware(WakeOnWrite, wake=lambda: ctx.wake())
+    app.add_middleware(WakeOnWrite, wake=lambda: ctx.wake())  # read per call: set later
     install_metrics(app, ctx)  # outermost: it counts the 413s the cap answers too
     return app
