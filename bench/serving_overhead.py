@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import socket
 import statistics
 import subprocess
@@ -119,7 +120,13 @@ def main() -> int:
     from ray import serve
     from ray.serve.llm import LLMConfig, build_openai_app
 
-    tmp = Path(tempfile.mkdtemp(prefix="argus-bench-"))
+    made_dirs: list[str] = []
+
+    def made(path: str) -> str:  # removed at the end: the converted model, Ray's files
+        made_dirs.append(path)
+        return path
+
+    tmp = Path(made(tempfile.mkdtemp(prefix="argus-bench-")))
     storage = tmp / "storage"
     prepare_demo_model(storage)
     source = storage / "hf" / DEMO_MODEL_DIRNAME
@@ -133,7 +140,7 @@ def main() -> int:
     vllm_proc = None
     try:
         ray.init(num_cpus=16, include_dashboard=False, log_to_driver=False,
-                 _temp_dir=tempfile.mkdtemp(prefix="argus-t-", dir="/tmp"))
+                 _temp_dir=made(tempfile.mkdtemp(prefix="argus-t-", dir="/tmp")))
         serve.start(http_options={"host": "127.0.0.1", "port": serve_port},
                     proxy_location="HeadOnly")
 
@@ -153,7 +160,7 @@ def main() -> int:
                "ARGUS_DATA_DIR": str(tmp / "data"), "ARGUS_STORAGE_ROOT": str(storage),
                "ARGUS_PORT": str(api_port), "ARGUS_SERVE_PORT": str(serve_port),
                "ARGUS_RAY_PORT_BASE": str(free_port_block(HEAD_PORT_SPAN)),
-               "ARGUS_RAY_TEMP_DIR": tempfile.mkdtemp(prefix="argus-t-", dir="/tmp"),
+               "ARGUS_RAY_TEMP_DIR": made(tempfile.mkdtemp(prefix="argus-t-", dir="/tmp")),
                "ARGUS_RAY_NUM_CPUS": "16"}
         argus_proc = subprocess.Popen([ARGUS, "up"], env=env, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.STDOUT)
@@ -215,6 +222,8 @@ def main() -> int:
         if argus_proc is not None:
             subprocess.run([ARGUS, "down"], env=env, check=False, capture_output=True)
             argus_proc.wait(120)
+        for path in made_dirs:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 if __name__ == "__main__":
