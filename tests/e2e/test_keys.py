@@ -2,8 +2,9 @@
 ingress, the demo model, the official `openai` client with `api_key=`.
 
 alice's `smol` is private to her; bob is refused it exactly as a model that does not
-exist, until she shares it; his key stops within seconds of its revocation; no key is a
-401; a page on another origin gets no CORS grant; and the model's replica keeps its pid
+exist, until she shares it; his key stops within seconds of its revocation, her model
+within seconds of her taking the share back, his token within seconds of his being
+disabled; no key is a 401; a page on another origin gets no CORS grant; and the model's replica keeps its pid
 through all of it (the table reaches the ingress as `user_config`, in place).
 """
 
@@ -128,10 +129,23 @@ def test_keys_access_and_revocation_bite_within_seconds_and_restart_nothing(
     )
     assert listed.status_code == 200 and "access-control-allow-origin" not in listed.headers
 
-    # Back to private; nothing was restarted on the way.
+    # Back to private: removed access bites within seconds too.
+    as_bobs_token = stack.openai(bob)
     r = stack.call("PATCH", f"/api/v2/serve/models/{key}", json={"access": "private"})
     assert r.status_code == 202
-    until(lambda: status(stack.openai(bob), model_id) == 404, 30)
+    unshared_in = until(lambda: models_of(as_bobs_token) == [], 30)
+    print(f"unsharing took {unshared_in:.1f} s to bite")
+    assert unshared_in < BITES_WITHIN_S
+    assert status(as_bobs_token, model_id) == 404
+
+    # bob disabled by the admin: his token stops at the endpoint within seconds as well.
+    r = stack.call("PATCH", "/api/v2/users/bob", stack.admin, json={"disabled": True})
+    assert r.status_code == 200
+    disabled_in = until(lambda: models_of(as_bobs_token) is None, 30)
+    print(f"disabling bob took {disabled_in:.1f} s to bite")
+    assert disabled_in < BITES_WITHIN_S
+
+    # Nothing was restarted on the way.
     assert stack.replica_pids(model_id) == pids
     events = [e["event_type"] for e in stack.model(key)["events"]]
     assert events[:2] == ["ACCESS_CHANGED", "ACCESS_CHANGED"]
