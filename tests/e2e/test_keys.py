@@ -4,8 +4,9 @@ ingress, the demo model, the official `openai` client with `api_key=`.
 alice's `smol` is private to her; bob is refused it exactly as a model that does not
 exist, until she shares it; his key stops within seconds of its revocation, her model
 within seconds of her taking the share back, his token within seconds of his being
-disabled; no key is a 401; a page on another origin gets no CORS grant; and the model's replica keeps its pid
-through all of it (the table reaches the ingress as `user_config`, in place).
+disabled; no key is a 401; a page on another origin gets no CORS grant; and the model's
+replica keeps its pid through all of it (the table reaches the ingress as `user_config`,
+in place).
 """
 
 from __future__ import annotations
