@@ -109,12 +109,11 @@ def update_user(
         raise Conflict("the admin user cannot be disabled; rotate ARGUS_ADMIN_TOKEN instead")
     for name, value in (change.quota or {}).items():
         if name not in QUOTA_FIELDS:
-            raise Unprocessable(f"{name}: unknown quota; use {', '.join(QUOTA_FIELDS)}")
+            raise Unprocessable.of_field(name, f"unknown quota; use {', '.join(QUOTA_FIELDS)}")
         low, high = (1, MAX_RATE) if name in RATE_FIELDS else (0, MAX_QUOTA)
         if value is not None and not low <= value <= high:
-            raise Unprocessable(
-                f"{name}: must be between {low} and {high}, or null for the default",
-                details=[{"field": name, "message": f"must be between {low} and {high}"}],
+            raise Unprocessable.of_field(
+                name, f"must be between {low} and {high}, or null for the default"
             )
     with db.write() as s:
         user = store.get_user(s, user_id)

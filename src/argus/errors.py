@@ -6,7 +6,7 @@ Every message says what to fix.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
 
 class ArgusError(Exception):
@@ -17,6 +17,11 @@ class ArgusError(Exception):
         super().__init__(message)
         self.message = message
         self.details = details
+
+    @classmethod
+    def of_field(cls, field: str, message: str) -> Self:
+        """One field's problem: the message names the field, `details` carries both."""
+        return cls(f"{field}: {message}", details=[{"field": field, "message": message}])
 
 
 class BadRequest(ArgusError):
@@ -57,11 +62,6 @@ class UnsupportedMediaType(ArgusError):
 
 class Unprocessable(ArgusError):
     status, code = 422, "invalid"
-
-    @classmethod
-    def of_field(cls, field: str, message: str) -> Unprocessable:
-        """One field's problem: the message names the field, `details` carries both."""
-        return cls(f"{field}: {message}", details=[{"field": field, "message": message}])
 
 
 class BadGateway(ArgusError):

@@ -91,11 +91,9 @@ def resolve_spec(ctx: ServingContext, user_id: str, text: str) -> ResolvedServin
     try:
         source = resolve_model_source(spec.model_source, ctx.storage_root, user_id)
     except PathForbidden as e:
-        raise Forbidden(str(e), details=[{"field": "model_source", "message": str(e)}]) from None
+        raise Forbidden.of_field("model_source", str(e)) from None
     except PathInvalid as e:
-        raise Unprocessable(
-            f"model_source: {e}", details=[{"field": "model_source", "message": str(e)}]
-        ) from None
+        raise Unprocessable.of_field("model_source", str(e)) from None
     written = spec.model_dump(exclude_unset=True)  # num_replicas only where it was written
     return ResolvedServingSpec.model_validate({**written, "model_source": str(source)})
 

@@ -71,12 +71,6 @@ class TaskContext:
     quotas: Quota  # the defaults; the admin may set a user's own
 
 
-def _field_error(
-    status: type[Forbidden] | type[Unprocessable], field: str, e: Exception
-) -> Forbidden | Unprocessable:
-    return status(f"{field}: {e}", details=[{"field": field, "message": str(e)}])
-
-
 def resolve_task_spec(ctx: TaskContext, user_id: str, text: str) -> ResolvedTaskSpec:
     """YAML text -> the resolved spec argus stores; raises the API's errors."""
     try:
@@ -117,9 +111,9 @@ def resolve_task_spec(ctx: TaskContext, user_id: str, text: str) -> ResolvedTask
                 raise PathInvalid(f"{shown(spec.working_dir)} is not a folder")
             resolved["working_dir"] = str(wd)
     except PathForbidden as e:
-        raise _field_error(Forbidden, field, e) from None
+        raise Forbidden.of_field(field, str(e)) from None
     except PathInvalid as e:
-        raise _field_error(Unprocessable, field, e) from None
+        raise Unprocessable.of_field(field, str(e)) from None
     return ResolvedTaskSpec.model_validate(resolved)
 
 
