@@ -168,36 +168,35 @@ def test_a_second_users_model_scales_in_place_is_suspended_with_its_owner_and_co
         stack.wait(key, "RUNNING", timeout=600)
         (pid,) = stack.settled_pids(model_id, 1)
         stack.wait_task(task_id, "RUNNING", timeout=120)  # what it holds is held from here on
+
         # Load brings a second replica, with idle_seconds 60 meanwhile. The load ends once
         # Serve has decided on the replica, so that it starts on an idle machine: under load
         # its engine took 78 s to start, against 19 s idle. 60 s keeps Serve from taking it
         # back before it is up. The load starts before the PATCH: an idle model with
         # min_replicas 0 may go to zero at once (a clean run saw Serve take the replica away
         # 1 s after the PATCH, and start another).
-        scaling = {"min_replicas": 0, "max_replicas": 2, "target_ongoing_requests": 1}
-        with Load(stack, model_id, dave) as load:
-            wait_until(lambda: load.ok >= 4, 60)
+        def autoscale(idle_seconds: int) -> dict[str, Any]:
+            scaling = {"min_replicas": 0, "max_replicas": 2, "target_ongoing_requests": 1}
             r = stack.call(
                 "PATCH",
                 f"/api/v2/serve/models/{key}",
                 dave,
-                json={"autoscaling": {**scaling, "idle_seconds": 60}},
+                json={"autoscaling": {**scaling, "idle_seconds": idle_seconds}},
             )
-            assert r.status_code == 202
-            assert r.json()["replicas"] == {"current": 1, "min": 0, "max": 2}
+            assert r.status_code == 202, r.text
+            body: dict[str, Any] = r.json()
+            return body
+
+        with Load(stack, model_id, dave) as load:
+            wait_until(lambda: load.ok >= 4, 60)
+            assert autoscale(60)["replicas"] == {"current": 1, "min": 0, "max": 2}
             wait_until(lambda: replicas_in_serve(stack, key) >= 2, 120)
         assert load.failures == [] and load.ok > 4
         stack.wait(key, "RUNNING", ready=2, timeout=300)
         assert pid in stack.settled_pids(model_id, 2)  # scaled in place, no restart
         busy = free_cpus(stack)
         # idle_seconds 5, its least, in place: Serve gives both idle replicas back.
-        r = stack.call(
-            "PATCH",
-            f"/api/v2/serve/models/{key}",
-            dave,
-            json={"autoscaling": {**scaling, "idle_seconds": 5}},
-        )
-        assert r.status_code == 202
+        autoscale(5)
         stack.wait(key, "RUNNING", ready=0, timeout=300)
         stack.settled_pids(model_id, 0)
         # Both replicas' bundles are free again (2 CPUs each: its engine and its actor).
