@@ -17,6 +17,7 @@ from argus.cluster.job_client import JobInfo, JobStatus, JobSubmission
 from argus.cluster.placement import node_fits, take
 from argus.cluster.serve_app import INGRESS_DEPLOYMENT, deployment_name
 from argus.cluster.serve_client import (
+    ClusterBusy,
     DeploymentStatus,
     ModelDeployment,
     NodeResources,
@@ -43,6 +44,7 @@ class FakeServeClient:
         default_factory=lambda: [NodeResources("node-1", {"CPU": 16.0}, {"CPU": 16.0})]
     )
     reachable: bool = True
+    busy: bool = False  # takes every call and answers none in time
     serve_started: bool = False
     apply_calls: list[list[str]] = field(default_factory=list)
     delete_calls: int = 0
@@ -210,6 +212,8 @@ class FakeServeClient:
     def _check(self) -> None:
         if not self.reachable:
             raise ConnectionError("Ray cluster unreachable")
+        if self.busy:
+            raise ClusterBusy("the Ray agent took the call but did not answer in 20 s")
 
     def is_deployed(self, model_id: str) -> bool:
         return deployment_name(model_id) in self.deployments

@@ -14,7 +14,7 @@ import uvicorn
 
 from argus.cluster.agent import GCS_LOST_AFTER_S, GcsWatch, build_app
 from argus.cluster.agent_client import AgentServeClient
-from argus.cluster.serve_client import ApplyError, ModelDeployment, NodeResources
+from argus.cluster.serve_client import ApplyError, ClusterBusy, ModelDeployment, NodeResources
 from argus.config import Settings
 from argus.runtime.head import LocalHead
 from argus.runtime.supervisor import RaySupervisor
@@ -92,6 +92,21 @@ def test_a_lost_cluster_and_a_missing_agent_are_connection_errors(
     nobody = AgentServeClient(f"unix:{tmp_path / 'nobody.sock'}")
     with pytest.raises(ConnectionError, match="does not answer"):
         nobody.ping()
+
+
+def test_a_call_the_agent_took_and_did_not_answer_in_time_is_busy_not_gone(
+    agent: tuple[AgentServeClient, FakeServeClient], tmp_path: Path
+) -> None:
+    _, fake = agent
+    impatient = AgentServeClient(f"unix:{tmp_path / 'a.sock'}", apply_timeout_s=0.3)
+    fake.apply = lambda *_: time.sleep(1.5)  # type: ignore[method-assign]
+    with pytest.raises(ClusterBusy, match=r"took apply but did not answer in 0\.3 s"):
+        impatient.apply("app", [ModelDeployment("u-1-a", CONFIG)], {})
+    nobody = AgentServeClient(f"unix:{tmp_path / 'nobody.sock'}")
+    with pytest.raises(ConnectionError) as gone:
+        nobody.apply("app", [ModelDeployment("u-1-a", CONFIG)], {})
+    assert not isinstance(gone.value, ClusterBusy)  # no agent: that one is unreachable
+    impatient.close()
 
 
 def test_with_its_gcs_gone_the_agent_says_so_at_once(tmp_path: Path) -> None:

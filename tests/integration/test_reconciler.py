@@ -265,6 +265,41 @@ def test_a_cluster_lost_just_after_an_apply_still_gets_its_models_redeployed(
     assert events(api, key)[-5:] == ["CLUSTER_LOST", "CLUSTER_BACK", "REDEPLOY", "APPLIED", "READY"]
 
 
+def test_a_busy_cluster_is_not_lost_until_it_has_been_busy_a_minute(
+    api: Api, rec: ControlLoop, fake: FakeServeClient, alice: str
+) -> None:
+    """Seen in e2e: an apply on two loaded cores outlasted the agent client's wait, and the
+    tick after it waited in the agent behind it: the model got CLUSTER_LOST and, 52 s later,
+    CLUSTER_BACK, with nothing lost at all."""
+    key = post(api, alice)
+    rec.tick()
+    fake.set_ready("alice-202611281200-smol")
+    rec.tick()
+    fake.busy = True
+    for _ in range(3):  # busy for 0, 20 and 40 s
+        report = rec.tick()
+        assert report.error and "ClusterBusy" in report.error
+        advance(rec, 20)
+    got = api.client.get("/api/v2/serve/models", headers=api.headers(alice)).json()
+    assert got["cluster"] is None  # nobody is told it is unreachable
+    fake.busy = False
+    assert rec.tick().error is None
+    assert events(api, key) == ["CREATED", "APPLIED", "READY"]
+
+    fake.busy = True  # busy again, now for a minute: as good as gone
+    rec.tick()
+    advance(rec, 59)
+    rec.tick()
+    assert events(api, key)[-1] == "READY"
+    advance(rec, 1)
+    rec.tick()
+    assert events(api, key)[-1] == "CLUSTER_LOST"
+    assert "ClusterBusy" in model(api, key)["events"][0]["payload"]["reason"]  # type: ignore[index]
+    fake.busy = False
+    rec.tick()
+    assert events(api, key)[-2:] == ["CLUSTER_LOST", "CLUSTER_BACK"]
+
+
 def test_status_route_is_for_the_admin(api: Api, rec: ControlLoop, alice: str) -> None:
     post(api, alice)
     rec.tick()

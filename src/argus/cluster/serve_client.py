@@ -61,6 +61,12 @@ class ApplyError(RuntimeError):
         self.model_id = model_id
 
 
+class ClusterBusy(ConnectionError):
+    """Ray took the call but did not answer in time: busy, not gone (an apply on two loaded
+    cores took 38 s, and the calls after it waited for it). The control loop reads it as
+    "unreachable" only once it has lasted (`argus.runtime.loop.BUSY_IS_LOST_AFTER_S`)."""
+
+
 @dataclass(frozen=True)
 class UsageBatch:
     """Usage rows drained from the sink under an id (`argus.cluster.usage_sink`)."""

@@ -13,7 +13,9 @@ cannot make the loop spin.
 
 When the cluster cannot be reached the tick stops after the observation: no state is
 changed on a guess. Each live model gets one CLUSTER_LOST event when that starts and one
-CLUSTER_BACK when it ends, not one per tick.
+CLUSTER_BACK when it ends, not one per tick. A cluster that took the call but answered
+late (`ClusterBusy`) is busy, not lost: its ticks stop the same way, and it is marked lost
+only once it has been busy for `BUSY_IS_LOST_AFTER_S`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from argus.cluster.serve_client import ServeClient
+from argus.cluster.serve_client import ClusterBusy, ServeClient
 from argus.runtime.status import ClusterStatus, TickReport
 from argus.serving.controller import ServingController
 from argus.serving.plan import Plan
@@ -34,6 +36,7 @@ from argus.usage import UsageCollector
 
 log = logging.getLogger(__name__)
 MIN_GAP_S = 0.2  # between the starts of two ticks, however often the loop is woken
+BUSY_IS_LOST_AFTER_S = 60.0  # a Ray hung for a minute is as good as gone
 
 
 @dataclass
@@ -50,6 +53,7 @@ class ControlLoop:
     _wake: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _serve_ready: bool = False
+    _busy_since: float | None = None
 
     # -- one tick -----------------------------------------------------------------
     def tick(self) -> TickReport:
@@ -73,9 +77,12 @@ class ControlLoop:
         except Exception as e:
             self._serve_ready = False
             report.error = f"the Ray cluster did not answer: {type(e).__name__}: {e}"
+            if self._busy_for(e) < BUSY_IS_LOST_AFTER_S:
+                return None
             if self.status.lost(report.at, report.error):
                 self._mark(lost=True)
             return None
+        self._busy_since = None
         if self.status.back(observed):
             self._mark(lost=False)
         task_view = self.tasks.observe() if self.tasks is not None else None
@@ -86,6 +93,16 @@ class ControlLoop:
             self.tasks.step(task_view, decided.free)
         self._collect_usage()
         return decided
+
+    def _busy_for(self, failure: Exception) -> float:
+        """How long the cluster has been only busy, as of this failure; inf when it was not."""
+        if not isinstance(failure, ClusterBusy):
+            self._busy_since = None
+            return float("inf")
+        now = self.monotonic()
+        if self._busy_since is None:
+            self._busy_since = now
+        return now - self._busy_since
 
     def _collect_usage(self) -> None:
         if self.usage is None:
