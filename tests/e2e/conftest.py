@@ -33,7 +33,7 @@ import httpx
 import pytest
 from openai import OpenAI
 
-from argus.cluster.serve_app import deployment_name
+from argus.cluster.serve_app import INGRESS_DEPLOYMENT, deployment_name
 from argus.config import HEAD_PORT_SPAN
 from argus.demo import DEMO_MODEL_DIRNAME, prepare_demo_model
 from tests.e2e.multinode import make_tiny_model, port_blocks
@@ -325,9 +325,15 @@ class Stack:
         return pids
 
     def replica_pids(self, model_id: str) -> set[int]:
+        return self._replica_pids(deployment_name(model_id))
+
+    def ingress_pids(self) -> set[int]:
+        return self._replica_pids(INGRESS_DEPLOYMENT)
+
+    def _replica_pids(self, deployment: str) -> set[int]:
         from ray.util.state import list_actors
 
-        name = f"ServeReplica:argus-llm:{deployment_name(model_id)}"
+        name = f"ServeReplica:argus-llm:{deployment}"
         actors = list_actors(
             address=self.dashboard_url, filters=[("state", "=", "ALIVE")], limit=1000
         )

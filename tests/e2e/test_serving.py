@@ -303,7 +303,7 @@ def test_a_broken_model_fails_alone_with_its_reason(stack: Stack, smol: tuple[st
     config["architectures"] = ["NoSuchModelForCausalLM"]  # vLLM refuses it at engine start
     (broken / "config.json").write_text(json.dumps(config))
     (broken / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage")
-    pids = stack.settled_pids(smol[1], 1)
+    pids, ingress = stack.settled_pids(smol[1], 1), stack.ingress_pids()
     with Caller(stack, smol[1]) as caller:
         posted = stack.post_spec(_spec("broken", "$HOME/broken"))
         got = stack.wait(posted["model_key"], "FAILED", timeout=600)
@@ -314,10 +314,12 @@ def test_a_broken_model_fails_alone_with_its_reason(stack: Stack, smol: tuple[st
     assert caller.failures == [] and caller.ok > 0
     assert stack.replica_pids(smol[1]) == pids
     assert stack.model(smol[0])["model"]["state"] == "RUNNING"
-    # Out of the app at once; gone from /v1/models once Serve has rolled the ingress.
+    # Out of the app at once, and out of /v1/models as soon as Serve has reconfigured the
+    # ingress: a model added or removed replaces no ingress replica.
     listed = stack.openai(stack.admin).models.list
-    wait_until(lambda: posted["model_id"] not in [m.id for m in listed()], 120)
+    wait_until(lambda: posted["model_id"] not in [m.id for m in listed()], 30)
     stack.delete(posted["model_key"])
+    assert stack.ingress_pids() == ingress
 
 
 def test_argus_killed_and_restarted_while_a_model_serves_and_a_task_runs(

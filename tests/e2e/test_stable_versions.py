@@ -14,10 +14,11 @@ import pytest
 from argus.cluster.ray_client import build
 from argus.cluster.serve_app import (
     INGRESS_DEPLOYMENT,
+    INGRESS_VERSION,
     LLM_GRACEFUL_SHUTDOWN_S,
+    ROUTES,
     EngineMode,
     deployment_name,
-    ingress_version,
     llm_server_version,
 )
 from argus.cluster.serve_client import ModelDeployment
@@ -51,14 +52,24 @@ def test_built_app_keeps_the_pinned_versions(stack: Stack) -> None:
         assert versions == {
             deployment_name("u-1-a"): llm_server_version(configs["u-1-a"]),
             deployment_name("u-1-Qwen2.5"): llm_server_version(configs["u-1-Qwen2.5"]),
-            INGRESS_DEPLOYMENT: ingress_version(list(configs)),
+            INGRESS_DEPLOYMENT: INGRESS_VERSION,
         }
         for d in built.deployments:
-            if d.name == INGRESS_DEPLOYMENT:
-                assert d._deployment_config.user_config == gate  # reconfigured in place
+            if d.name == INGRESS_DEPLOYMENT:  # reconfigured in place: access and routes
+                user_config = d._deployment_config.user_config
+                assert {k: v for k, v in user_config.items() if k != ROUTES} == gate
+                routes = user_config[ROUTES]
+                assert sorted(routes) == sorted(configs)
+                assert routes["u-1-a"]["id"] == "u-1-a" and routes["u-1-a"]["object"] == "model"
             else:
                 assert d._deployment_config.num_replicas == 2
                 assert d._deployment_config.graceful_shutdown_timeout_s == LLM_GRACEFUL_SHUTDOWN_S
+        # One model fewer: the same ingress version, so Serve reconfigures it, not replaces it.
+        fewer = build([ModelDeployment("u-1-a", configs["u-1-a"])], gate)
+        built = build_app(fewer, name="argus-llm", make_deployment_handle=lambda d, a: None)
+        (ingress,) = [d for d in built.deployments if d.name == INGRESS_DEPLOYMENT]
+        assert ingress._version == INGRESS_VERSION
+        assert list(ingress._deployment_config.user_config[ROUTES]) == ["u-1-a"]
     finally:
         ray.shutdown()
 

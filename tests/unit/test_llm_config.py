@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from argus.cluster.serve_app import EngineMode, deployment_name, ingress_version, llm_server_version
+from argus.cluster.serve_app import EngineMode, deployment_name, llm_server_version
 from argus.serving.llm_config import (
     NO_MEDIA_HOSTS,
     EngineSettings,
@@ -152,11 +152,6 @@ def test_version_ignores_the_replica_count_only() -> None:
     longer = build_llm_config("m", spec(max_model_len=512), CPU)
     assert llm_server_version(longer) != llm_server_version(one)
     assert llm_server_version(build_llm_config("other", spec(), CPU)) != llm_server_version(one)
-
-
-def test_ingress_version_is_the_set_of_models() -> None:
-    assert ingress_version(["b", "a"]) == ingress_version(["a", "b"])
-    assert ingress_version(["a"]) != ingress_version(["a", "b"])
 
 
 @pytest.mark.parametrize(

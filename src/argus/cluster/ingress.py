@@ -4,7 +4,9 @@
 It answers from the table argus pushes as the deployment's `user_config`
 (`argus.cluster.access`): Serve calls `reconfigure` on the running replica, in place, so
 a revoked key or a changed share bites within a reconcile tick or two, and no replica
-(ingress or engine) restarts. Nothing on a request's path calls argus.
+(ingress or engine) restarts. The models it routes to come in the same table (`routes`,
+each model's card): a model added or removed reconfigures the ingress too, instead of
+replacing it. Nothing on a request's path calls argus.
 
 - No key, or one that is not live: 401 in the OpenAI error shape.
 - A model the caller may not call: 404 `model_not_found`, the very answer a model that
@@ -31,6 +33,7 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.middleware.cors import CORSMiddleware
+from ray import serve
 from ray.llm._internal.common.utils.lora_utils import get_base_model_id
 from ray.llm._internal.serve.core.configs.openai_api_models import ModelCard, ModelList
 from ray.serve.llm.ingress import OpenAiIngress
@@ -47,6 +50,7 @@ from argus.cluster.gate_asgi import (
     http_error,
 )
 from argus.cluster.limits import RateLimiter, limits_of
+from argus.cluster.serve_app import ROUTES, deployment_name
 from argus.cluster.usage import UsageBook, error_status, strip_usage_chunks, tokens_in
 from argus.cluster.usage_sink import sink
 
@@ -65,7 +69,29 @@ class ArgusIngress(OpenAiIngress):  # type: ignore[misc]
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         """The table argus pushed; swapped whole (requests read it on the same loop)."""
-        self.table = json.loads(json.dumps(config or {}))
+        table = json.loads(json.dumps(config or {}))
+        routes = table.pop(ROUTES, None)
+        if routes is not None:
+            self._route_to(routes)
+        self.table = table
+
+    def _route_to(self, cards: dict[str, Any]) -> None:
+        """Route to exactly these models (id -> model card): a handle for each new one, by
+        its deployment's name in this app; the handles of the others are kept."""
+        known = self._default_serve_handles
+        self._default_serve_handles = {
+            model_id: known.get(model_id)
+            or serve.get_deployment_handle(
+                deployment_name(model_id), _check_exists=False, _record_telemetry=False
+            )
+            for model_id in cards
+        }
+        self._model_cards = {model_id: ModelCard.model_validate(c) for model_id, c in cards.items()}
+        self._configured_serve_handles = {
+            model: handle
+            for model, handle in self._configured_serve_handles.items()
+            if get_base_model_id(model) in cards
+        }
 
     def __serve_build_asgi_app__(self) -> Any:
         """Serve calls this on the replica before the app's startup: put the gate where

@@ -25,7 +25,8 @@ from argus.cluster import usage_sink
 from argus.cluster.serve_app import (
     INGRESS_DEPLOYMENT,
     INGRESS_GRACEFUL_SHUTDOWN_S,
-    ingress_version,
+    INGRESS_VERSION,
+    ROUTES,
     llm_server_version,
 )
 from argus.cluster.serve_client import (
@@ -181,6 +182,7 @@ class RayServeClient:
 
 def build(models: Sequence[ModelDeployment], gate: dict[str, Any]) -> Any:
     """The one app: Ray Serve LLM's, with argus's ingress (keys, access) and stable versions."""
+    from ray.llm._internal.serve.core.configs.openai_api_models import to_model_metadata
     from ray.llm._internal.serve.core.ingress import builder
     from ray.serve.llm import LLMConfig, build_openai_app
 
@@ -198,6 +200,7 @@ def build(models: Sequence[ModelDeployment], gate: dict[str, Any]) -> Any:
         except Exception as e:
             log.warning("Ray Serve LLM refused the config of %s: %s", m.model_id, e)
             raise ApplyError(f"invalid LLMConfig: {validation_reason(e)}", m.model_id) from e
+    routes = {c.model_id: to_model_metadata(c.model_id, c).model_dump(mode="json") for c in configs}
     app = build_openai_app(
         {
             "llm_configs": configs,
@@ -206,7 +209,7 @@ def build(models: Sequence[ModelDeployment], gate: dict[str, Any]) -> Any:
                 # Ray names the deployment after the class; argus keeps Ray's name.
                 "name": INGRESS_DEPLOYMENT,
                 "graceful_shutdown_timeout_s": INGRESS_GRACEFUL_SHUTDOWN_S,
-                "user_config": gate,
+                "user_config": {**gate, ROUTES: routes},
             },
         }
     )
@@ -253,7 +256,7 @@ def pin_versions(app: Any, versions: dict[str, str]) -> None:
         raise ApplyError(f"the built app routes to {sorted(llm_apps)}, expected {sorted(versions)}")
     for model_id, llm_app in llm_apps.items():
         llm_app._bound_deployment._version = versions[model_id]
-    ingress._version = ingress_version(list(versions))
+    ingress._version = INGRESS_VERSION
 
 
 def _nodes() -> tuple[NodeResources, ...]:
