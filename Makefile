@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test check lint types unit e2e setup debian lock clean
+.PHONY: run test check lint types unit e2e setup debian prepare lock clean
 
 setup:
 	@scripts/setup.sh
@@ -17,7 +17,7 @@ run: setup
 ## Two workers: every end-to-end module on one, in line (two at once thrash two cores),
 ## everything else (unit, integration, fuzz, browser) on the other; the grouping is
 ## tests/conftest.py's scheduler.
-test: setup debian lint types
+test: prepare lint types
 	@$(BIN)/pytest -n 2 --cov --cov-report=term -p no:cacheprovider --durations=15
 
 ## make check: the fast loop: lint, types, unit and integration tests (no browser, no Ray),
@@ -42,6 +42,11 @@ e2e: setup debian
 
 debian:
 	@scripts/setup-debian.sh
+
+# The venv (uv, from the lock) and the Debian packages (apt) at once: they share nothing,
+# and on a fresh machine each spends most of its time downloading.
+prepare:
+	@$(MAKE) --no-print-directory -j2 setup debian
 
 ## make lock: re-resolve requirements/cpu-dev.in into the lock
 lock:

@@ -388,7 +388,7 @@ def _fit(
 
     progress = _Progress()
 
-    class PrintProgress(TrainerCallback):
+    class PrintProgress(TrainerCallback):  # type: ignore[misc]  # transformers is not read
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
             if not logs or "loss" not in logs:
                 return  # the end-of-training summary has train_loss, not loss
