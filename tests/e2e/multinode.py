@@ -234,6 +234,10 @@ class Cluster:
         assert node.node_id is not None, f"{name} is not running"
         return node.node_id
 
+    def is_up(self, name: str) -> bool:
+        """Whether the node has joined since it was last started (not killed since)."""
+        return self._node(name).node_id is not None
+
     def _node(self, name: str) -> _Node:
         return self.head if name == self.head.spec.name else self.workers[name]
 

@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,10 +99,16 @@ class Chats:
 
 
 class AgentLoop:
-    """The Ray agent beside the head, started again whenever it exits (as head.sh does)."""
+    """The Ray agent beside the head, started again whenever it exits while the head is up
+    (as head.sh does: its loop runs after `ray start --head` has returned). Started while
+    a restarted head was still coming up, the agent's import of Ray Serve LLM (seconds of
+    CPU) kept the head's dashboard agent from writing its port in the 15 s its raylet gives
+    it: in a full suite the restart failed, and its retry cost 42 s."""
 
-    def __init__(self, command: list[str], env: dict[str, str], log: Path) -> None:
-        self.command, self.env, self.log = command, env, log
+    def __init__(
+        self, command: list[str], env: dict[str, str], log: Path, head_up: Callable[[], bool]
+    ) -> None:
+        self.command, self.env, self.log, self.head_up = command, env, log, head_up
         self.starts = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self._stop = threading.Event()
@@ -111,6 +117,9 @@ class AgentLoop:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            if not self.head_up():
+                self._stop.wait(0.5)
+                continue
             with self.log.open("ab") as out:
                 self.proc = subprocess.Popen(
                     self.command,
@@ -180,7 +189,12 @@ def ft(tmp_path_factory: pytest.TempPathFactory, quiet_machine: None) -> Iterato
     with cleanup:
         cleanup.callback(cluster.stop)
         cluster.start()
-        agent = AgentLoop(shape.agent_command, shape.agent_env, data / "agent.log")
+        agent = AgentLoop(
+            shape.agent_command,
+            shape.agent_env,
+            data / "agent.log",
+            head_up=lambda: cluster.is_up("head"),
+        )
         cleanup.callback(agent.stop)
         cleanup.callback(stack.stop_argus)
         stack.start_argus()
