@@ -97,7 +97,7 @@ def test_ray_serve_client_reports_the_live_app(stack: Stack, smol: tuple[str, st
         assert not any("_group_" in k for k in node.available)
         assert client.observe("no-such-app").app_status is None
         # The reconciler observes while the API checks a spec, from the agent's threads:
-        # `serve.status()` builds the same configs a check does, so each must wait its turn.
+        # each is judged alone (a check builds configs under a lock; observe parses none).
         good = _deployment("u-1-x")
         with ThreadPoolExecutor(8) as pool:
             seen = list(

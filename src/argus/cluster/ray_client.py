@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,9 +45,9 @@ log = logging.getLogger(__name__)
 # cloudpickle, pickling the class and unregistering the module: process-wide state, no
 # lock. Two threads doing it at once (the agent answers calls from a thread pool) fail
 # one of them with "... is not registered for pickle by value", which Ray reports as an
-# invalid deployment config: a valid spec got a 422. `serve.status()` does it too (it
-# parses each deployment's config into the same model). Every call in this process that
-# builds or reads Serve configs holds this lock.
+# invalid deployment config: a valid spec got a 422. Every call in this process that
+# builds Serve configs holds this lock (`observe` reads the controller's plain details and
+# parses no config, so it never waits for it).
 _SERVE_CONFIG_LOCK = threading.Lock()
 
 # Every engine skips Ray Serve LLM's download step: argus's weights are local (the
@@ -147,28 +148,33 @@ class RayServeClient:
         serve.delete(app_name, _blocking=False)
 
     def observe(self, app_name: str) -> ServeObservation:
-        from ray import serve
+        """Serve's state as its controller reports it, read from the controller's plain
+        details. `serve.status()` parses the same details into Serve's pydantic models,
+        which cloudpickles every deployment's request router: 113 ms of CPU a call with
+        two deployments (about 55 ms more with each model), against 1 ms for the details,
+        once a tick, for as long as argus runs."""
+        from ray.serve.context import _get_global_client
 
-        with _SERVE_CONFIG_LOCK:
-            status = serve.status()
-        proxies = {node: str(getattr(p, "value", p)) for node, p in status.proxies.items()}
+        client = _get_global_client(raise_if_no_controller_running=False)
+        details: dict[str, Any] = client.get_serve_details() if client is not None else {}
+        proxies = {
+            str(node): _value(p.get("status")) for node, p in (details.get("proxies") or {}).items()
+        }
         nodes = _nodes()
-        app = status.applications.get(app_name)
+        app = (details.get("applications") or {}).get(app_name)
         if app is None:
             return ServeObservation(None, nodes=nodes, proxies=proxies)
         deployments = {
-            name: DeploymentStatus(
-                status=str(getattr(d.status, "value", d.status)),
-                message=d.message or "",
-                replica_states={
-                    str(getattr(k, "value", k)): int(v) for k, v in d.replica_states.items()
-                },
+            str(name): DeploymentStatus(
+                status=_value(d.get("status")),
+                message=d.get("message") or "",
+                replica_states=dict(Counter(_value(r.get("state")) for r in d.get("replicas", []))),
             )
-            for name, d in app.deployments.items()
+            for name, d in (app.get("deployments") or {}).items()
         }
         return ServeObservation(
-            app_status=str(getattr(app.status, "value", app.status)),
-            app_message=app.message or "",
+            app_status=_value(app.get("status")),
+            app_message=app.get("message") or "",
             deployments=deployments,
             nodes=nodes,
             proxies=proxies,
@@ -257,6 +263,11 @@ def pin_versions(app: Any, versions: dict[str, str]) -> None:
     for model_id, llm_app in llm_apps.items():
         llm_app._bound_deployment._version = versions[model_id]
     ingress._version = INGRESS_VERSION
+
+
+def _value(member: Any) -> str:
+    """A Serve status enum member's value (they are `str` enums), or the string itself."""
+    return str(getattr(member, "value", member))
 
 
 def _nodes() -> tuple[NodeResources, ...]:
