@@ -90,9 +90,10 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
 
 # The other worker yields the cores to the end-to-end line (nice 10: about a tenth of a core
-# against each busy process of it): the line is the suite's length, and its idle time (a
-# quarter of it, measured: engines and heads starting, waits on Serve) is enough for the
-# rest. Run side by side at the same priority, the rest made the line 30% slower.
+# against each busy process of the line). The line is the suite's length, and the cores sat
+# idle a quarter of its time when it ran alone (engines and heads starting, waits on
+# Serve): enough for the rest. At the same priority the line took 1296 s and 1358 s in two
+# clean runs (1039 s alone); with the rest niced, 1166 s.
 REST_NICENESS = 10
 _lines = {"has_e2e": False, "niced": False}
 
