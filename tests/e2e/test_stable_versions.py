@@ -44,6 +44,12 @@ def test_built_app_keeps_the_pinned_versions(stack: Stack) -> None:
         }
     )
     configs = {m: build_llm_config(m, spec, engine) for m in ("u-1-a", "u-1-Qwen2.5")}
+    # Ray Serve LLM's builder reads the job's runtime env from Ray's runtime context, and
+    # Ray starts a local instance for that when no driver is connected: one in /tmp/ray,
+    # on Ray's default ports, beside whatever runs there. This test connects to the
+    # stack's head, as the agent that builds the app is.
+    address = f"127.0.0.1:{stack.env['ARGUS_RAY_PORT_BASE']}"
+    ray.init(address=address, namespace="argus-test", log_to_driver=False)
     try:
         gate = {"principals": {}, "models": {m: {"owner": "u"} for m in configs}}
         app = build([ModelDeployment(m, c) for m, c in configs.items()], gate)
