@@ -64,7 +64,7 @@ def test_every_call_crosses_as_json(agent: tuple[AgentServeClient, FakeServeClie
     fake.set_ready("u-1-a")
     seen = client.observe("app")
     assert seen == fake.observe("app")  # the same values on both sides, nothing lost
-    assert seen.deployments["LLMServer:u-1-a"].running_replicas == 1
+    assert seen.deployments["LLMServer:u-1-a"].serving_replicas == 1
     assert seen.nodes[0].available == {"CPU": 5.0}  # 6 free, less the running replica
     client.delete_app("app")
     assert client.observe("app").app_status is None

@@ -215,6 +215,16 @@ def test_lost_replicas_degrade_then_recover() -> None:
     assert triggers(p) == {"a": Trigger.READY}
 
 
+def test_a_replica_reconfigured_in_place_still_serves() -> None:
+    """Serve reconfigures a replica in place (UPDATING) when a model turns autoscaled or
+    fixed: the same actor and engine, so argus records no lost replica, no autoscaling."""
+    updating = DeploymentStatus("UPDATING", "", {"UPDATING": 1})
+    fixed = rec(state=S.RUNNING, obs=1, target=1, ready=1)
+    assert plan([fixed], obs({"a": updating}), applied(fixed), CPU, NOW).changes == ()
+    ranged = auto(ready=1)
+    assert plan([ranged], obs({"a": updating}), applied(ranged), CPU, NOW).changes == ()
+
+
 def test_deleting_waits_until_serve_drops_it() -> None:
     m = rec(state=S.DELETING, obs=1, ready=1)
     other = rec("b", S.RUNNING, obs=1, ready=1)

@@ -19,6 +19,9 @@ class ModelDeployment:
     llm_config: dict[str, Any]
 
 
+_SERVING_STATES = ("RUNNING", "UPDATING")
+
+
 @dataclass(frozen=True)
 class DeploymentStatus:
     status: str  # Serve's DeploymentStatus: UPDATING, HEALTHY, UNHEALTHY, DEPLOY_FAILED, ...
@@ -26,8 +29,12 @@ class DeploymentStatus:
     replica_states: dict[str, int]  # Serve's ReplicaState name -> count
 
     @property
-    def running_replicas(self) -> int:
-        return self.replica_states.get("RUNNING", 0)
+    def serving_replicas(self) -> int:
+        """Replicas up and serving: RUNNING ones, and those Serve reconfigures in place
+        (UPDATING: a model made autoscaled, or fixed again). Such a replica keeps its actor
+        and engine; Serve holds its requests for the moment of the reconfigure and loses
+        none, so it is no lost replica (no DEGRADED), nor a scale-down."""
+        return sum(self.replica_states.get(state, 0) for state in _SERVING_STATES)
 
 
 @dataclass(frozen=True)

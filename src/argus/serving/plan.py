@@ -117,7 +117,7 @@ def plan(
     for m in models:
         if m.state in (ServeState.DEPLOYING, ServeState.RUNNING) and m.spec is not None:
             dep = status_of(m)
-            running = dep.running_replicas if dep else 0
+            running = dep.serving_replicas if dep else 0
             missing = max(0, m.target_replicas - running)
             fits(replica_demand(m.spec, engine), missing, free)
     no_room: list[str] = []  # models at zero whose next replica has nowhere to go
@@ -249,7 +249,7 @@ def _follow_autoscaled(m: ModelRecord, dep: DeploymentStatus) -> list[Change]:
     """Serve moves an autoscaled model between its minimum and maximum: each move is an
     AUTOSCALED event with its reason; fewer than the minimum is DEGRADED, as for a fixed
     count."""
-    running = dep.running_replicas
+    running = dep.serving_replicas
     if dep.status == "DEPLOY_FAILED":
         return _follow(m, dep)
     floor = m.target_replicas
@@ -277,7 +277,7 @@ def _follow_autoscaled(m: ModelRecord, dep: DeploymentStatus) -> list[Change]:
 
 
 def _follow(m: ModelRecord, dep: DeploymentStatus) -> list[Change]:
-    running = dep.running_replicas
+    running = dep.serving_replicas
     if dep.status == "DEPLOY_FAILED":
         return [
             Change(
