@@ -113,7 +113,11 @@ class RaySettings(_Section):
         ),
     )
     temp_dir: Path | None = Field(
-        None, description="A local head's temp dir (sockets, logs); null: Ray's /tmp/ray."
+        None,
+        description=(
+            "A local head's temp dir (sockets, logs; its processes' temp files in tmp/); "
+            "null: Ray's /tmp/ray."
+        ),
     )
     agent_url: str | None = Field(
         None,

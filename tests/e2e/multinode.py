@@ -174,6 +174,10 @@ class Cluster:
         # processes are not argus's, and tracing every one (vLLM engines too) slowed the
         # modules on this cluster in a full run (multinode 214 s, 169 s without).
         inherited = {k: v for k, v in os.environ.items() if not k.startswith(KEPT_FROM_RAY)}
+        # Its engines' temp files (vLLM's IPC sockets...) go with the cluster, as argus's own
+        # head keeps them (argus/runtime/head.py).
+        (self.temp_dir / "tmp").mkdir(exist_ok=True)
+        inherited["TMPDIR"] = str(self.temp_dir / "tmp")
         node.proc = subprocess.Popen(
             node.command,
             env={**inherited, **self._env(node)},

@@ -95,3 +95,18 @@ def test_up_and_down_touch_only_their_own_head(
     assert "Paris" in stack.chat(smol[1])
     assert os.path.exists(stack.data / "agent.sock")
     shutil.rmtree(env["ARGUS_RAY_TEMP_DIR"])  # its head's files: nothing runs there now
+
+
+def test_the_engines_temp_files_stay_in_their_heads_temp_dir(
+    stack: Stack, smol: tuple[str, str]
+) -> None:
+    """vLLM's IPC sockets and the like go to the head's own temp dir, not /tmp: a killed
+    engine leaves them behind, and they go with that dir."""
+    (replica,) = stack.settled_pids(smol[1], 1)
+    own = Path(stack.env["ARGUS_RAY_TEMP_DIR"]) / "tmp"
+    engines = [p for p in descendants(replica) if p != replica]
+    assert engines  # the engine core and its worker
+    for pid in (replica, *engines):
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        assert f"TMPDIR={own}".encode() in environ, pid
+    assert any(p.is_socket() for p in own.iterdir())  # the running engine's

@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 from argus.config import HEAD_WORKER_PORTS
-from argus.runtime.head import descendants, head_command, orphan_engines, ray_env, scrubbed_env
+from argus.runtime.head import (
+    descendants,
+    head_command,
+    orphan_engines,
+    ray_env,
+    scrubbed_env,
+    temp_env,
+)
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.unit
@@ -88,3 +95,12 @@ def test_with_a_port_base_every_head_port_comes_from_one_block(tmp_path: Path) -
     assert "--temp-dir=/tmp/t" in cmd
     default = head_command(make_settings(tmp_path / "d2"))
     assert "--port=6379" in default and "--dashboard-port=8265" in default
+
+
+def test_a_head_with_its_own_temp_dir_keeps_its_processes_temp_files_there(
+    tmp_path: Path,
+) -> None:
+    own = make_settings(tmp_path / "data", ARGUS_RAY_TEMP_DIR=str(tmp_path / "ray"))
+    assert temp_env(own) == {"TMPDIR": str(tmp_path / "ray" / "tmp")}
+    assert (tmp_path / "ray" / "tmp").is_dir()
+    assert temp_env(make_settings(tmp_path / "data")) == {}  # Ray's /tmp/ray: /tmp as ever

@@ -164,9 +164,7 @@ def start_local_head(settings: Settings, log: Path | None = None) -> LocalHead:
     running = find_local_head(settings)
     if running is not None:
         return running
-    if settings.ray.temp_dir is not None:
-        settings.ray.temp_dir.mkdir(parents=True, exist_ok=True)
-    env = scrubbed_env(os.environ, ray_env(settings))
+    env = scrubbed_env(os.environ, {**ray_env(settings), **temp_env(settings)})
     out = open(log or settings.data_path / "ray-head.log", "ab")  # noqa: SIM115 - the child's
     try:
         proc = subprocess.Popen(
@@ -193,6 +191,17 @@ def start_local_head(settings: Settings, log: Path | None = None) -> LocalHead:
         time.sleep(0.5)
     stop_head(head)
     raise RayHeadError(f"the Ray head did not answer at {head.address} in {START_TIMEOUT_S:.0f} s")
+
+
+def temp_env(settings: Settings) -> dict[str, str]:
+    """A head with a temp dir of its own keeps its processes' temp files in it too: vLLM's
+    IPC sockets, torch's rendezvous files and multiprocessing's folders, which every killed
+    engine leaves behind (over a hundred in /tmp after one run of the tests), go with it."""
+    if settings.ray.temp_dir is None:
+        return {}
+    tmp = settings.ray.temp_dir / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    return {"TMPDIR": str(tmp)}
 
 
 def _dashboard_answers(url: str) -> bool:
