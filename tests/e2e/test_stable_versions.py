@@ -140,6 +140,32 @@ def test_configs_checked_from_many_threads_at_once_are_judged_alone() -> None:
     assert "max_constructor_retry_count" in judged[0]["u-1-y"]
 
 
+def test_the_request_router_is_pickled_once_and_still_loads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Serve pickles the request router class for each config it makes; the agent does it
+    once per path (ray_client), and every later config carries the same bytes, which load
+    the same router."""
+    from ray.serve import config
+    from ray.serve.config import RequestRouterConfig
+
+    from argus.cluster.ray_client import RayServeClient
+
+    client = RayServeClient("unused", "127.0.0.1", 0, "HeadOnly")  # check needs no cluster
+    assert client.check([_deployment("u-1-x")]) == {}
+    first = RequestRouterConfig()
+    pickled: list[object] = []
+    dumps = config.cloudpickle.dumps
+    monkeypatch.setattr(
+        config.cloudpickle, "dumps", lambda *a, **k: pickled.append(a) or dumps(*a, **k)
+    )
+    again = RequestRouterConfig()
+    assert pickled == []
+    assert again.get_serialized_request_router_cls() == first.get_serialized_request_router_cls()
+    assert again.request_router_class == first.request_router_class
+    assert again.get_request_router_class().__name__ == "PowerOfTwoChoicesRequestRouter"
+
+
 def _deployment(model_id: str) -> ModelDeployment:
     engine = EngineSettings(EngineMode.CPU, None, 1, "/hf")
     spec = ResolvedServingSpec.from_stored(

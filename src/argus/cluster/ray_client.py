@@ -49,6 +49,37 @@ log = logging.getLogger(__name__)
 # builds Serve configs holds this lock (`observe` reads the controller's plain details and
 # parses no config, so it never waits for it).
 _SERVE_CONFIG_LOCK = threading.Lock()
+_ROUTER_PICKLES: dict[str, bytes] = {}  # request router path -> its class, cloudpickled
+
+
+def _pickle_each_router_once() -> None:
+    """Ray Serve pickles the request router class again for every RequestRouterConfig it
+    makes, by value: each of its functions, and each one's walk over `sys.modules` (some
+    6000 modules once vLLM is imported). One apply of two models made nine such configs
+    a deployment, and the router's pickling was about two thirds of the apply's CPU. The
+    class at a path does not change while the process runs, so it is pickled once per
+    path and its bytes reused. Called with `_SERVE_CONFIG_LOCK` held."""
+    from ray.serve.config import RequestRouterConfig
+
+    serialize = RequestRouterConfig._serialize_request_router_cls
+    if getattr(serialize, "argus_once", False):
+        return
+
+    def once(config: RequestRouterConfig) -> None:
+        router = config.request_router_class
+        path = router if isinstance(router, str) else f"{router.__module__}.{router.__name__}"
+        if not path or path not in _ROUTER_PICKLES:
+            serialize(config)  # Ray's own: it imports the class and sets the path
+            made, imported = config.get_serialized_request_router_cls(), config.request_router_class
+            if made and isinstance(imported, str):
+                _ROUTER_PICKLES[imported] = made
+            return
+        config.set_serialized_request_router_cls(_ROUTER_PICKLES[path])
+        config.request_router_class = path
+
+    once.argus_once = True  # type: ignore[attr-defined]
+    RequestRouterConfig._serialize_request_router_cls = once  # type: ignore[method-assign,assignment]
+
 
 # Every engine skips Ray Serve LLM's download step: argus's weights are local (the
 # class says why; it is loaded in the replica, so it is named, not imported, here).
@@ -114,6 +145,7 @@ class RayServeClient:
         from ray import serve
 
         with _SERVE_CONFIG_LOCK:
+            _pickle_each_router_once()
             serve._run(build(models, gate), name=app_name, route_prefix="/", _blocking=False)
 
     def check(self, models: Sequence[ModelDeployment]) -> dict[str, str]:
@@ -121,6 +153,7 @@ class RayServeClient:
 
         refused = {}
         with _SERVE_CONFIG_LOCK:
+            _pickle_each_router_once()
             for m in models:
                 try:
                     LLMConfig.model_validate(for_ray(m.llm_config))
