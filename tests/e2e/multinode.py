@@ -67,7 +67,7 @@ class _Node:
     node_id: str | None = None
 
 
-def wait_for(what: str, check: Callable[[], T | None], timeout: float, every: float = 1.0) -> T:
+def wait_for(what: str, check: Callable[[], T | None], timeout: float, every: float = 0.5) -> T:
     """Poll `check` until it returns something truthy; fail with `what` after `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
