@@ -19,16 +19,15 @@ Ray's own build grows by about 40 ms a model; argus's hardly grows.
 from __future__ import annotations
 
 import argparse
+import os
+import secrets
 import socket
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-import ray
-from ray import serve
-
-from argus.cluster import ray_client
 from argus.cluster.serve_app import EngineMode
 from argus.cluster.serve_client import ModelDeployment
 from argus.serving.llm_config import EngineSettings, build_llm_config
@@ -70,6 +69,16 @@ def main() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with tempfile.TemporaryDirectory(prefix="argus-bench-", dir="/tmp") as temp:
+        # Ray's token auth with a token of this run's (else Ray writes one to ~/.ray); Ray
+        # reads these when it is imported.
+        token = Path(temp) / "ray-token"
+        token.write_text(secrets.token_hex(32))
+        os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
+        import ray
+        from ray import serve
+
+        from argus.cluster import ray_client
+
         ray.init(num_cpus=4, include_dashboard=False, _temp_dir=temp, log_to_driver=False)
         try:
             serve.start(http_options={"host": "127.0.0.1", "port": port})

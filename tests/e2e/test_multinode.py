@@ -82,6 +82,18 @@ class MultiNode:
             [b["node_id"] for b in pg.bundles or []] for pg in groups if pg.name.startswith(prefix)
         ]
 
+    def welcome_tasks(self, node_id: str) -> list[str]:
+        """The states of the agent's welcome tasks that ran on a node (Ray's view)."""
+        from ray.util.state import list_tasks
+
+        tasks = list_tasks(
+            address=self.cluster.dashboard_url,
+            filters=[("name", "=", "argus-node-welcome"), ("node_id", "=", node_id)],
+            limit=100,
+            raise_on_missing_output=False,
+        )
+        return [str(t.state) for t in tasks]
+
     def generates(self, suffix: str) -> int:
         """Tokens one chat generated (the weights are random, so only the count says much)."""
         reply = self.argus.openai().chat.completions.create(
@@ -267,6 +279,10 @@ def test_a_killed_node_takes_its_replicas_and_they_return_with_it(mn: MultiNode)
     assert events(got)[-2:] == ["DEGRADED", "READY"]
     assert mn.placements("two") == [[back, back]]
     assert mn.generates("two") == 8
+    # The agent welcomed the node back with one task (argus.cluster.node_welcome): without
+    # it, a Ray GCS that tried the replica's group on the node as it registered kept it
+    # waiting beside two free GPUs (five minutes in one full run, until a task ran there).
+    assert mn.welcome_tasks(back) == ["FINISHED"]
 
 
 def test_a_task_waits_while_a_model_holds_its_gpus_and_starts_when_it_is_deleted(

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from argus.cluster import usage_sink
+from argus.cluster.node_welcome import NodeWelcome
 from argus.cluster.serve_app import (
     INGRESS_DEPLOYMENT,
     INGRESS_GRACEFUL_SHUTDOWN_S,
@@ -100,6 +101,7 @@ class RayServeClient:
         self.http_port = http_port
         self.proxy_location = proxy_location
         self.namespace = namespace
+        self.node_welcome = NodeWelcome()  # the GCS's view of a node that joins (its module)
 
     # -- connection -----------------------------------------------------------
     def connect(self) -> None:
@@ -194,6 +196,10 @@ class RayServeClient:
             str(node): _value(p.get("status")) for node, p in (details.get("proxies") or {}).items()
         }
         nodes = _nodes()
+        try:
+            self.node_welcome.welcome(n.node_id for n in nodes if n.alive)
+        except Exception as e:  # it helps Ray place replicas; observing must go on without
+            log.warning("could not send the welcome task to new Ray nodes: %s", e)
         app = (details.get("applications") or {}).get(app_name)
         if app is None:
             return ServeObservation(None, nodes=nodes, proxies=proxies)
