@@ -1,4 +1,4 @@
-"""The real ServeClient: the only module that imports Ray.
+"""The real ServeClient: argus's Serve app, built and observed through Ray's own API.
 
 `apply` builds one Ray Serve LLM app with `build_openai_app` and deploys it with
 `serve._run(..., _blocking=False)`, which returns in well under a second; the
