@@ -115,8 +115,8 @@ class RaySettings(_Section):
     temp_dir: Path | None = Field(
         None,
         description=(
-            "A local head's temp dir (sockets, logs; its processes' temp files in tmp/); "
-            "null: Ray's /tmp/ray."
+            "A local head's temp dir (sockets, logs; its processes' temp files in tmp/, "
+            "torch's compiled kernels kept in the machine's cache); null: Ray's /tmp/ray."
         ),
     )
     agent_url: str | None = Field(

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from argus.runtime.head import KEPT_FROM_RAY, descendants, orphan_engines
+from argus.runtime.head import KEPT_FROM_RAY, descendants, kernel_cache_env, orphan_engines
 
 RAY = str(Path(sys.executable).with_name("ray"))
 T = TypeVar("T")
@@ -174,10 +174,11 @@ class Cluster:
         # processes are not argus's, and tracing every one (vLLM engines too) slowed the
         # modules on this cluster in a full run (multinode 214 s, 169 s without).
         inherited = {k: v for k, v in os.environ.items() if not k.startswith(KEPT_FROM_RAY)}
-        # Its engines' temp files (vLLM's IPC sockets...) go with the cluster, as argus's own
-        # head keeps them (argus/runtime/head.py).
+        # Its engines' temp files (vLLM's IPC sockets...) go with the cluster and their
+        # compiled kernels to the machine's cache, as argus's own head keeps them
+        # (argus/runtime/head.py).
         (self.temp_dir / "tmp").mkdir(exist_ok=True)
-        inherited["TMPDIR"] = str(self.temp_dir / "tmp")
+        inherited.update(TMPDIR=str(self.temp_dir / "tmp"), **kernel_cache_env())
         node.proc = subprocess.Popen(
             node.command,
             env={**inherited, **self._env(node)},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import getpass
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ from argus.config import HEAD_WORKER_PORTS
 from argus.runtime.head import (
     descendants,
     head_command,
+    kernel_cache_env,
     orphan_engines,
     ray_env,
     scrubbed_env,
@@ -101,6 +104,12 @@ def test_a_head_with_its_own_temp_dir_keeps_its_processes_temp_files_there(
     tmp_path: Path,
 ) -> None:
     own = make_settings(tmp_path / "data", ARGUS_RAY_TEMP_DIR=str(tmp_path / "ray"))
-    assert temp_env(own) == {"TMPDIR": str(tmp_path / "ray" / "tmp")}
+    assert temp_env(own) == {"TMPDIR": str(tmp_path / "ray" / "tmp"), **kernel_cache_env()}
     assert (tmp_path / "ray" / "tmp").is_dir()
     assert temp_env(make_settings(tmp_path / "data")) == {}  # Ray's /tmp/ray: /tmp as ever
+
+
+def test_compiled_kernels_stay_in_the_machines_cache_whatever_the_heads_temp_dir() -> None:
+    shared = Path(tempfile.gettempdir()) / f"torchinductor_{getpass.getuser()}"
+    assert kernel_cache_env({}) == {"TORCHINDUCTOR_CACHE_DIR": str(shared)}
+    assert kernel_cache_env({"TORCHINDUCTOR_CACHE_DIR": "/srv/kernels"}) == {}  # the user's
