@@ -25,7 +25,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import openai
 import pytest
 
@@ -43,6 +42,9 @@ TINY = "tiny-llama"
 ENGINE_START_S = 420
 OUTAGE_S = 20  # the head stays down this long: a container restart takes about as much
 CHAT_TIMEOUT_S = 5.0
+# After each step vLLM's worker spins on its queue for a second (its SpinCondition): chats
+# half a second apart kept a core busy through the test (the worker's CPU: 69 s).
+CHAT_GAP_S = 2.0
 # Every chat sent while the head is down must be answered. In full suites they once timed
 # out in four runs of five, where the module alone answered all: the head was killed 3 s
 # after the first chat, which on a busy machine had not answered yet (5.6 s), so the
@@ -92,7 +94,7 @@ class Chats:
             except Exception as e:  # any failure is an outcome to count, not to raise
                 ok, note = False, f"{type(e).__name__}: {e}"[:200]
             self.outcomes.append((sent, ok, note))
-            time.sleep(0.5)
+            time.sleep(CHAT_GAP_S)
 
     def between(self, start: float, end: float) -> list[tuple[float, bool, str]]:
         return [o for o in self.outcomes if start <= o[0] <= end]
@@ -253,7 +255,7 @@ def test_a_lost_head_stops_no_replica_and_argus_adopts_the_app_again(ft: FT) -> 
         ft.cluster.kill("head")
 
         def lost() -> bool:
-            r = httpx.get(f"{s.api_url}/readyz", timeout=5)
+            r = s.http.get(f"{s.api_url}/readyz", timeout=5)
             return r.status_code == 503 and r.json()["checks"]["ray"].startswith(
                 "unreachable since"
             )
@@ -265,7 +267,7 @@ def test_a_lost_head_stops_no_replica_and_argus_adopts_the_app_again(ft: FT) -> 
         ft.cluster.restart("head")
         wait_for(
             "argus ready again",
-            lambda: httpx.get(f"{s.api_url}/readyz", timeout=5).status_code == 200,
+            lambda: s.http.get(f"{s.api_url}/readyz", timeout=5).status_code == 200,
             timeout=120,
         )
         wait_for("a healthy proxy on both nodes again", proxies_healthy, timeout=120, every=2)

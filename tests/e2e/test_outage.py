@@ -47,11 +47,11 @@ def test_argus_outlives_its_ray_head_and_heals_it(stack: Stack, smol: tuple[str,
     while True:
         for path, token in read_routes(stack, key):
             headers = {"Authorization": f"Bearer {token}"} if token else {}
-            r = httpx.get(f"{stack.api_url}{path}", headers=headers, timeout=10)
+            r = stack.http.get(f"{stack.api_url}{path}", headers=headers, timeout=10)
             assert r.status_code == 200, (path, r.status_code, r.text[:300])
         ui = page.get(f"/ui/serving/{key}")
         assert ui.status_code == 200
-        ready = httpx.get(f"{stack.api_url}/readyz", timeout=10)
+        ready = stack.http.get(f"{stack.api_url}/readyz", timeout=10)
         if ready.status_code == 503:
             reason = ready.json()["checks"]["ray"]
             assert reason.startswith("unreachable"), reason

@@ -20,6 +20,7 @@ from argus.demo import DEMO_MODEL_DIRNAME
 from tests.e2e.conftest import TINY, Stack
 
 pytestmark = pytest.mark.e2e
+CALL_EVERY_S = 3.0  # Caller's pace
 
 
 def wait_until(check: Callable[[], bool], timeout: float) -> None:
@@ -67,8 +68,10 @@ def test_the_demo_model_serves_the_openai_api(stack: Stack, smol: tuple[str, str
 
 
 class Caller:
-    """Calls a model once a second from a thread and counts what came back. Not faster: on
-    two cores its engine's work slows every engine that starts meanwhile."""
+    """Calls a model every 3 s from a thread and counts what came back. Not more often:
+    after each step vLLM's worker spins on its queue for a second (its SpinCondition), so a
+    call a second kept a core busy (the worker took 186 s of CPU in this module) and slowed
+    every engine that started meanwhile."""
 
     def __init__(self, stack: Stack, model_id: str) -> None:
         self.client, self.model_id = stack.openai(), model_id
@@ -85,7 +88,7 @@ class Caller:
                 self.ok += 1
             except Exception as e:
                 self.failures.append(repr(e))
-            self._stop.wait(1.0)
+            self._stop.wait(CALL_EVERY_S)
 
     def __enter__(self) -> Caller:
         self._thread.start()
@@ -341,8 +344,7 @@ def test_argus_killed_and_restarted_while_a_model_serves_and_a_task_runs(
         stack.kill_argus()
         try:
             dead_since = caller.ok
-            time.sleep(6)  # argus is gone; the model answers anyway
-            assert caller.ok > dead_since
+            wait_until(lambda: caller.ok >= dead_since + 2, 20)  # argus is gone; it answers
         finally:
             stack.start_argus()  # whatever the check said: the next modules need argus
         time.sleep(3)  # a few reconcile intervals (a fresh argus has no grace after an apply)
