@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
 from argus import __version__
 from argus.api.deps import AppContext
@@ -30,14 +30,18 @@ def build_api(ctx: AppContext) -> FastAPI:
     app = FastAPI(title="argus", version=__version__, description=DESCRIPTION)
     app.state.ctx = ctx
     install_error_handlers(app)
-    app.include_router(health.router)
-    app.include_router(users.router)
-    app.include_router(keys.router)
-    app.include_router(usage.router)
-    app.include_router(serve_models.router)
-    app.include_router(tasks.router)
-    app.include_router(metrics.router)
+    for module in (health, users, keys, usage, serve_models, tasks, metrics):
+        include_routes(app, module.router)
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(WakeOnWrite, wake=lambda: ctx.wake())  # read per call: set later
     install_metrics(app, ctx)  # outermost: it counts the 413s the cap answers too
     return app
+
+
+def include_routes(app: FastAPI, router: APIRouter) -> None:
+    """Add a router's routes as its module built them. FastAPI's `include_router` builds
+    every route again (its parameters, its response model): 0.1 s per app, 0.25 s under
+    coverage, paid by each of the four hundred apps the tests make. The routers here carry
+    their prefixes, tags and dependencies, override nothing, and read the app's state per
+    request, so the one built route serves any app."""
+    app.router.routes.extend(router.routes)

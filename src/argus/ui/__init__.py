@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from starlette.responses import RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
+from argus.api.app import include_routes
 from argus.ui.pages import STATIC_DIR, PageError, error_page
 from argus.ui.routes import router
 from argus.ui.session import (
@@ -42,7 +43,7 @@ async def _csrf_refused(request: Request, exc: Exception) -> Response:
 
 
 def install_ui(app: FastAPI) -> None:
-    app.include_router(router)
+    include_routes(app, router)
     app.mount("/ui/static", StaticFiles(directory=STATIC_DIR), name="ui-static")
     app.add_exception_handler(LoginRequired, _login_required)
     app.add_exception_handler(PageError, _page_error)
