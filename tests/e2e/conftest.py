@@ -396,14 +396,21 @@ def stack(
 
 
 @pytest.fixture(scope="session")
-def smol(stack: Stack) -> tuple[str, str]:
-    """alice's demo model, RUNNING: (model_key, model_id). Tests leave it RUNNING."""
+def smol_posted(stack: Stack) -> tuple[str, str]:
+    """alice's demo model, posted and maybe still starting: (model_key, model_id). A test
+    that can do its own work while the engine starts (test_argus_up) asks for this one."""
     posted = stack.post_spec(
         f"model_id: smol\nmodel_source: {DEMO}\nengine_kwargs:\n  max_model_len: 1024\n"
     )
     stack.keys["smol"], stack.ids["smol"] = posted["model_key"], posted["model_id"]
-    stack.wait(posted["model_key"], "RUNNING", timeout=600)
     return posted["model_key"], posted["model_id"]
+
+
+@pytest.fixture(scope="session")
+def smol(stack: Stack, smol_posted: tuple[str, str]) -> tuple[str, str]:
+    """alice's demo model, RUNNING: (model_key, model_id). Tests leave it RUNNING."""
+    stack.wait(smol_posted[0], "RUNNING", timeout=600)
+    return smol_posted
 
 
 @pytest.fixture(scope="module")

@@ -43,11 +43,12 @@ def _wait_ready(url: str, proc: subprocess.Popen[str], timeout: float) -> httpx.
 
 
 def test_up_and_down_touch_only_their_own_head(
-    tmp_path: Path, stack: Stack, smol: tuple[str, str]
+    tmp_path: Path, stack: Stack, smol_posted: tuple[str, str]
 ) -> None:
+    """The second argus starts while the first one's model starts (a second head beside an
+    engine starting: 40 s of the line overlap), and goes down once that model serves."""
+    key, model_id = smol_posted
     bystander_head = stack.head_pid()
-    bystander_tree = set(descendants(bystander_head))
-    bystander_replicas = stack.settled_pids(smol[1], 1)
     env = isolated_env(tmp_path / "data", ARGUS_RAY_NUM_CPUS="4")
     api_port, serve_port = env["ARGUS_PORT"], env["ARGUS_SERVE_PORT"]
     proc = subprocess.Popen(
@@ -71,6 +72,10 @@ def test_up_and_down_touch_only_their_own_head(
         assert proxy.status_code in (404, 503)
         head = int(__import__("json").loads((data / "ray-head.json").read_text())["pid"])
         tree = [p for p in descendants(head) if alive(p)]
+        stack.wait(key, "RUNNING", timeout=600)  # what `argus down` must leave alone
+        bystander_tree = {p for p in descendants(bystander_head) if alive(p)}
+        bystander_replicas = stack.settled_pids(model_id, 1)
+        assert bystander_replicas <= bystander_tree
         assert len(tree) > 3 and not set(tree) & bystander_tree
         down = argus(env, "down")
         assert down.returncode == 0 and "stopped" in down.stdout, down.stdout + down.stderr
@@ -92,8 +97,8 @@ def test_up_and_down_touch_only_their_own_head(
     assert not (data / "ray-head.json").exists()
     # ... and the other argus on this machine did not notice
     assert alive(bystander_head) and stack.head_pid() == bystander_head
-    assert stack.replica_pids(smol[1]) == bystander_replicas
-    assert "Paris" in stack.chat(smol[1])
+    assert stack.replica_pids(model_id) == bystander_replicas
+    assert "Paris" in stack.chat(model_id)
     assert os.path.exists(stack.data / "agent.sock")
     shutil.rmtree(env["ARGUS_RAY_TEMP_DIR"])  # its head's files: nothing runs there now
 
