@@ -5,8 +5,11 @@ from __future__ import annotations
 import re
 
 import pytest
+from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
+from argus.api.app import ROUTERS, build_api
+from argus.ui import router as ui_router
 from tests.integration.conftest import Api
 
 pytestmark = pytest.mark.integration
@@ -48,3 +51,25 @@ def test_metrics_needs_a_token_by_default(api: Api) -> None:
         r = api.client.get(path)
         assert r.status_code == 401, path
         assert r.json()["error"]["code"] == "unauthorized"
+
+
+def test_routes_added_as_built_are_the_routes_fastapi_would_build(api: Api) -> None:
+    """`include_routes` takes each router's routes as its module built them; FastAPI's own
+    `include_router` builds them again. Both must give the same app: a router that relied
+    on what `include_router` adds (an override, a prefix given at include time) would not."""
+    ours = build_api(api.ctx)
+    reference = FastAPI(title=ours.title, version=ours.version, description=ours.description)
+    for router in ROUTERS:
+        reference.include_router(router)
+    assert ours.openapi() == reference.openapi()
+
+    def table(app: FastAPI) -> list[tuple[str, str, list[str], bool]]:
+        return [
+            (r.path, r.name, sorted(r.methods), r.include_in_schema)
+            for r in app.routes
+            if isinstance(r, APIRoute)
+        ]
+
+    full = api.client.app  # type: ignore[attr-defined]
+    reference.include_router(ui_router)
+    assert table(full) == table(reference)

@@ -25,13 +25,18 @@ The OpenAI endpoint on port 8000 takes a token or an inference key (`/api/v2/key
 """
 
 
+ROUTERS: tuple[APIRouter, ...] = tuple(
+    m.router for m in (health, users, keys, usage, serve_models, tasks, metrics)
+)
+
+
 def build_api(ctx: AppContext) -> FastAPI:
     """The API alone; `argus.web.create_app` adds the UI to it."""
     app = FastAPI(title="argus", version=__version__, description=DESCRIPTION)
     app.state.ctx = ctx
     install_error_handlers(app)
-    for module in (health, users, keys, usage, serve_models, tasks, metrics):
-        include_routes(app, module.router)
+    for router in ROUTERS:
+        include_routes(app, router)
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(WakeOnWrite, wake=lambda: ctx.wake())  # read per call: set later
     install_metrics(app, ctx)  # outermost: it counts the 413s the cap answers too
