@@ -113,3 +113,23 @@ def test_compiled_kernels_stay_in_the_machines_cache_whatever_the_heads_temp_dir
     shared = Path(tempfile.gettempdir()) / f"torchinductor_{getpass.getuser()}"
     assert kernel_cache_env({}) == {"TORCHINDUCTOR_CACHE_DIR": str(shared)}
     assert kernel_cache_env({"TORCHINDUCTOR_CACHE_DIR": "/srv/kernels"}) == {}  # the user's
+
+
+def test_a_kernel_cache_that_is_not_the_users_own_is_not_used(tmp_path: Path) -> None:
+    """The engines load the kernels they find there: a link another user planted, or a
+    folder others may write to, is refused (the head's own temp dir keeps them instead)."""
+    name = f"torchinductor_{getpass.getuser()}"
+    (tmp_path / "fresh").mkdir()
+    made = kernel_cache_env({}, tmp=tmp_path / "fresh")  # made now: the user's, 0700
+    assert made == {"TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "fresh" / name)}
+    assert (tmp_path / "fresh" / name).stat().st_mode & 0o777 == 0o700
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "linked").mkdir()
+    (tmp_path / "linked" / name).symlink_to(tmp_path / "elsewhere")
+    assert kernel_cache_env({}, tmp=tmp_path / "linked") == {}
+    (tmp_path / "open" / name).mkdir(parents=True)
+    (tmp_path / "open" / name).chmod(0o777)
+    assert kernel_cache_env({}, tmp=tmp_path / "open") == {}
+    (tmp_path / "file").mkdir()
+    (tmp_path / "file" / name).write_text("")
+    assert kernel_cache_env({}, tmp=tmp_path / "file") == {}

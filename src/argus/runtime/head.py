@@ -22,6 +22,7 @@ import json
 import os
 import secrets
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -208,19 +209,38 @@ def temp_env(settings: Settings) -> dict[str, str]:
     return {"TMPDIR": str(tmp), **kernel_cache_env()}
 
 
-def kernel_cache_env(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+def kernel_cache_env(
+    environ: Mapping[str, str] = os.environ, tmp: Path | None = None
+) -> dict[str, str]:
     """torch's inductor cache where torch puts it by default (`<tmp>/torchinductor_<user>`,
     the machine's tmp, not the head's): vLLM's CPU engine compiles a few kernels with it
     even in eager mode. In a head temp dir of its own, every head compiled them again:
     16 s of CPU on the first engine start of each head here (28.5 s against 12.5 s for
-    its worker), where a shared cache compiles them once per machine."""
+    its worker), where a shared cache compiles them once per machine.
+
+    The engines load what they find there, and its name in a shared /tmp is easy to guess:
+    a folder that is not this user's own (another's, a link, writable by others) is not
+    used, and the kernels stay in the head's temp dir as before."""
     if "TORCHINDUCTOR_CACHE_DIR" in environ:
         return {}
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = f"uid_{os.getuid()}"
-    return {"TORCHINDUCTOR_CACHE_DIR": str(Path(tempfile.gettempdir()) / f"torchinductor_{user}")}
+    cache = Path(tmp or tempfile.gettempdir()) / f"torchinductor_{user}"
+    try:
+        cache.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    except OSError:
+        return {}
+    try:
+        st = cache.lstat()
+    except OSError:
+        return {}
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+        return {}
+    return {"TORCHINDUCTOR_CACHE_DIR": str(cache)}
 
 
 def _dashboard_answers(url: str) -> bool:
