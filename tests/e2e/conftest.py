@@ -415,9 +415,11 @@ def smol(stack: Stack, smol_posted: tuple[str, str]) -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def quiet_machine() -> None:
-    """Stop the shared stack before a module that brings a cluster of its own (they run
-    last, tests/conftest.py): its Ray head, Serve and smol's engine were still up beside
-    those clusters, and with them the chats through a worker's proxy during a head outage
-    timed out in three runs of four, where the module alone answered every one."""
+    """Stop the shared stack before a module that brings a cluster of its own, when this
+    worker has one (they run last, tests/conftest.py): its Ray head, Serve and smol's engine
+    were still up beside those clusters, and with them the chats through a worker's proxy
+    during a head outage timed out in three runs of four, where the module alone answered
+    every one. test_multinode mostly runs on the other worker, niced, beside the line: that
+    worker has no stack, and the line keeps its own."""
     for s in _STACKS:
         s.stop_argus()
