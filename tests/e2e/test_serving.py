@@ -20,7 +20,6 @@ from argus.demo import DEMO_MODEL_DIRNAME
 from tests.e2e.conftest import TINY, Stack
 
 pytestmark = pytest.mark.e2e
-CALL_EVERY_S = 3.0  # Caller's pace
 
 
 def wait_until(check: Callable[[], bool], timeout: float) -> None:
@@ -68,13 +67,15 @@ def test_the_demo_model_serves_the_openai_api(stack: Stack, smol: tuple[str, str
 
 
 class Caller:
-    """Calls a model every 3 s from a thread and counts what came back. Not more often:
-    after each step vLLM's worker spins on its queue for a second (its SpinCondition), so a
-    call a second kept a core busy (the worker took 186 s of CPU in this module) and slowed
-    every engine that started meanwhile."""
+    """Calls a model every `every` seconds from a thread and counts what came back. Seldom:
+    after each step vLLM's worker and engine core each spin on their queue for a second
+    (its SpinCondition), so a call costs two seconds of CPU however short it is. A call a
+    second kept a core busy (the worker took 186 s of CPU in this module); one every 3 s
+    through the autoscaling test still cost the first model's engine 92 s of CPU, taken
+    from the engines that started meanwhile."""
 
-    def __init__(self, stack: Stack, model_id: str) -> None:
-        self.client, self.model_id = stack.openai(), model_id
+    def __init__(self, stack: Stack, model_id: str, every: float) -> None:
+        self.client, self.model_id, self.every = stack.openai(), model_id, every
         self.ok, self.failures = 0, []  # type: ignore[var-annotated]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -88,7 +89,7 @@ class Caller:
                 self.ok += 1
             except Exception as e:
                 self.failures.append(repr(e))
-            self._stop.wait(CALL_EVERY_S)
+            self._stop.wait(self.every)
 
     def __enter__(self) -> Caller:
         self._thread.start()
@@ -162,7 +163,7 @@ def test_a_second_users_model_scales_in_place_is_suspended_with_its_owner_and_co
     first = smol[1]
     pids = stack.settled_pids(first, 1)
     dave = stack.new_user("dave", allow_commands=True)
-    with Caller(stack, first) as caller:
+    with Caller(stack, first, every=10) as caller:
         posted = stack.post_spec(_spec("second"), dave)
         key, model_id = posted["model_key"], posted["model_id"]
         task_id = stack.post_task("name: long\nworkload: command\nentrypoint: sleep 600\n", dave)[
@@ -307,7 +308,7 @@ def test_a_broken_model_fails_alone_with_its_reason(stack: Stack, smol: tuple[st
     (broken / "config.json").write_text(json.dumps(config))
     (broken / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage")
     pids, ingress = stack.settled_pids(smol[1], 1), stack.ingress_pids()
-    with Caller(stack, smol[1]) as caller:
+    with Caller(stack, smol[1], every=5) as caller:
         posted = stack.post_spec(_spec("broken", "$HOME/broken"))
         got = stack.wait(posted["model_key"], "FAILED", timeout=600)
     summary = got["model"]["error_summary"]
@@ -339,7 +340,7 @@ def test_argus_killed_and_restarted_while_a_model_serves_and_a_task_runs(
         "name: long\nworkload: command\nentrypoint: echo started; sleep 600\n"
     )["task_id"]
     running = stack.wait_task(task_id, "RUNNING", timeout=120)
-    with Caller(stack, model_id) as caller:
+    with Caller(stack, model_id, every=3) as caller:  # two answers while argus is away
         wait_until(lambda: caller.ok > 0, 120)  # it serves (a fresh ingress warms up first)
         stack.kill_argus()
         try:
