@@ -44,7 +44,7 @@ OBJECT_STORE_BYTES = 200 * 1024 * 1024  # 30% of RAM per node by default; nothin
 WORKER_PORTS = 100  # worker processes per node, far more than these tests start
 
 
-RESTART_TRIES = 3
+START_TRIES = 3
 
 
 class NodeStartFailed(AssertionError):
@@ -213,11 +213,11 @@ class Cluster:
         self.start_workers()
 
     def start_head(self) -> None:
-        self._launch(self.head)
+        self._start(self.head)
 
     def start_workers(self) -> None:
         for worker in self.workers.values():
-            self._launch(worker)
+            self._start(worker)
 
     def nodes(self) -> list[dict[str, Any]]:
         """Every node as Ray's state API reports it (dead ones included)."""
@@ -259,7 +259,12 @@ class Cluster:
         """Start a killed node again with the same command; its new node id."""
         node = self._node(name)
         assert node.proc is None, f"{name} still runs"
-        for attempt in range(1, RESTART_TRIES + 1):
+        self._start(node)
+        assert node.node_id is not None
+        return node.node_id
+
+    def _start(self, node: _Node) -> None:
+        for attempt in range(1, START_TRIES + 1):
             if node is self.head:
                 # On one machine the workers' raylets carry the head's GCS address on
                 # their command lines, and `ray start --head` takes that, with the address
@@ -268,18 +273,18 @@ class Cluster:
                 (self.temp_dir / "ray_current_cluster").unlink(missing_ok=True)
             try:
                 self._launch(node)
-                break
+                return
             except NodeStartFailed:
                 # `ray start` gives a raylet 30 s (not configurable) to register with its
                 # GCS; a head restarting on Redis beside a busy engine missed it once in
-                # a full suite. A supervisor (systemd, KubeRay) starts it again: so do we.
+                # a full suite, and a worker starting on the niced worker beside the
+                # line's engines once more. A supervisor (systemd, KubeRay) starts it
+                # again: so do we.
                 assert node.proc is not None
                 _kill_tree(node.proc, self._pids)
                 node.proc = None
-                if attempt == RESTART_TRIES:
+                if attempt == START_TRIES:
                     raise
-        assert node.node_id is not None
-        return node.node_id
 
     def stop(self) -> None:
         for node in [*self.workers.values(), self.head]:
