@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_NO_CLUSTER
     client = RayServeClient(args.address, args.serve_host, args.serve_port, args.proxy_location)
     try:
-        client.ensure_serve()  # imports Ray Serve LLM, connects, starts Serve if needed
+        client.ensure_serve()  # connects, starts Serve if needed, imports Ray Serve LLM
     except Exception as e:
         log.warning("cannot reach the Ray cluster at %s: %s: %s", args.address, type(e).__name__, e)
         return EXIT_NO_CLUSTER

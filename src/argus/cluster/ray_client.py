@@ -117,13 +117,17 @@ class RayServeClient:
 
     def ensure_serve(self) -> None:
         """Start Serve (detached) with argus's HTTP options; a no-op when it runs."""
-        # Import Ray Serve LLM (and with it vLLM) now, at start-up, not inside the first
-        # apply: on a small machine the import takes seconds of CPU that the first
-        # model's start would otherwise wait for.
-        import ray.serve.llm  # noqa: F401
         from ray import serve
 
+        # Import Ray Serve LLM (and with it vLLM) now, at start-up, not inside the first
+        # apply: on a small machine the import takes 10 s of CPU that the first model's
+        # start would otherwise wait for. In a thread, once connected, beside Serve's
+        # start (seconds of waiting on its actors): what needs no model (ping, observe)
+        # answers at once, so an agent started again after a head's or argus's restart
+        # is ready that much sooner; an apply or check that comes first waits on Python's
+        # import lock until the import is done.
         self.connect()
+        _import_serve_llm_soon()
         serve.start(
             http_options={"host": self.http_host, "port": self.http_port},
             proxy_location=self.proxy_location,
@@ -223,6 +227,23 @@ class RayServeClient:
         import ray
 
         return dict(ray.cluster_resources())  # type: ignore[no-untyped-call]
+
+
+_SERVE_LLM_IMPORT: list[threading.Thread] = []  # the one import thread, once started
+
+
+def _import_serve_llm_soon() -> None:
+    def run() -> None:
+        try:
+            import ray.serve.llm  # noqa: F401
+        except Exception as e:  # the apply that needs it imports it again, and says why
+            log.warning("could not import Ray Serve LLM: %s", e)
+
+    with _SERVE_CONFIG_LOCK:
+        if not _SERVE_LLM_IMPORT:
+            _SERVE_LLM_IMPORT.append(threading.Thread(target=run, name="argus-import-llm"))
+            _SERVE_LLM_IMPORT[0].daemon = True
+            _SERVE_LLM_IMPORT[0].start()
 
 
 def build(models: Sequence[ModelDeployment], gate: dict[str, Any]) -> Any:
