@@ -44,6 +44,14 @@ DEMO = f"$HOME/common/hf/{DEMO_MODEL_DIRNAME}"
 TINY = "$HOME/common/hf/tiny-llama"
 
 
+# Ray starts every worker process (replicas, engines, Serve's actors) 15 nice steps below
+# its raylet. For the clusters of the e2e line that put the line's own engines below the
+# other worker's tiers (nice 10, tests/conftest.py), which were meant to yield to them: the
+# line's clusters start their workers at their raylet's priority. A cluster beside the line
+# (test_multinode, on the niced worker) keeps Ray's default: its engines yield to both.
+LINE_PRIORITY = {"RAY_worker_niceness": "0"}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -68,6 +76,7 @@ def isolated_env(data_dir: Path, **extra: str) -> dict[str, str]:
         "ARGUS_RAY_TEMP_DIR": ray_tmp,
         "ARGUS_RAY_NUM_CPUS": "16",
         "ARGUS_RECONCILE_INTERVAL_S": "1",
+        **LINE_PRIORITY,
     }
     return argus_env(data_dir, **{**own, **extra})
 

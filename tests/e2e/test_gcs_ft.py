@@ -29,7 +29,7 @@ import openai
 import pytest
 
 from argus.cluster.serve_app import deployment_name
-from tests.e2e.conftest import Stack, beside_the_head, free_port
+from tests.e2e.conftest import LINE_PRIORITY, Stack, beside_the_head, free_port
 from tests.e2e.multinode import Cluster, NodeSpec, make_tiny_model, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -181,11 +181,12 @@ def ft(tmp_path_factory: pytest.TempPathFactory, quiet_machine: None) -> Iterato
         head_env={
             "RAY_REDIS_ADDRESS": f"127.0.0.1:{redis_port}",
             "RAY_external_storage_namespace": f"argus-{secrets.token_hex(4)}",
+            **LINE_PRIORITY,
         },
         head_args=(f"--redis-password={redis_password}",),  # as deploy/ray-node/head.sh
         # The worker waits out a head restart as compose's workers do (Ray's default is
         # 60 s, which a slow restart on two busy cores can come near).
-        worker_env={"RAY_gcs_rpc_server_reconnect_timeout_s": "300"},
+        worker_env={"RAY_gcs_rpc_server_reconnect_timeout_s": "300", **LINE_PRIORITY},
     )
     shape = beside_the_head(data, cluster.address, cluster.dashboard_url, "EveryNode")
     stack = Stack(data, shape.env)
