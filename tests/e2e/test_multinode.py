@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -108,6 +108,20 @@ class MultiNode:
 
 def events(got: dict[str, Any]) -> list[str]:
     return [e["event_type"] for e in reversed(got["events"])]
+
+
+def pending_resources(
+    whose: str, detail: Callable[[], dict[str, Any]]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A model's or task's detail once it has its one PENDING_RESOURCES event, and that
+    event's payload (what it needs, what each node has free)."""
+    got = wait_for(
+        f"{whose} PENDING_RESOURCES event",
+        lambda: g if "PENDING_RESOURCES" in events(g := detail()) else None,
+        timeout=30,
+    )
+    (pending,) = [e["payload"] for e in got["events"] if e["event_type"] == "PENDING_RESOURCES"]
+    return got, pending
 
 
 @pytest.fixture(scope="module")
@@ -230,13 +244,8 @@ def test_a_two_gpu_replica_needs_two_free_gpus_on_one_node(mn: MultiNode) -> Non
     with another_workload_holds_a_gpu(mn, "w2", held_after={w1: 1.0, w2: 1.0}):
         # One free GPU on each worker: two in the cluster, but not two on one node.
         two = mn.post("two", gpus=2)
-        got = wait_for(
-            "a PENDING_RESOURCES event",
-            lambda: g if "PENDING_RESOURCES" in events(g := s.model(two)) else None,
-            timeout=30,
-        )
+        got, pending = pending_resources("the model's", lambda: s.model(two))
         assert got["model"]["state"] == "QUEUED"
-        (pending,) = [e["payload"] for e in got["events"] if e["event_type"] == "PENDING_RESOURCES"]
         assert pending["needs_per_replica"]["GPU"] == 2
         assert {n: pending["free"][n].get("GPU", 0.0) for n in (w1, w2)} == {w1: 1.0, w2: 1.0}
         assert s.model(two)["model"]["state"] == "QUEUED"  # still, ticks later
@@ -297,13 +306,8 @@ def test_a_task_waits_while_a_model_holds_its_gpus_and_starts_when_it_is_deleted
         "entrypoint: echo gpus=$CUDA_VISIBLE_DEVICES; sleep 3\n"
     )
     task_id = posted["task_id"]
-    got = wait_for(
-        "the task's PENDING_RESOURCES event",
-        lambda: g if "PENDING_RESOURCES" in events(g := s.task(task_id)) else None,
-        timeout=30,
-    )
+    got, pending = pending_resources("the task's", lambda: s.task(task_id))
     assert got["task"]["state"] == "QUEUED"
-    (pending,) = [e["payload"] for e in got["events"] if e["event_type"] == "PENDING_RESOURCES"]
     assert pending["needs"]["GPU"] == 2 and pending["needs"]["accelerator_type:H20"] > 0
     assert {n: pending["free"][n].get("GPU", 0.0) for n in (w1, w2)} == {w1: 1.0, w2: 0.0}
 
