@@ -12,6 +12,7 @@ import pytest
 from hypothesis import settings as hypothesis_settings
 
 from argus.config import Settings, load_settings
+from tests.priority import yield_own_session
 
 # Property tests check what is true, not how fast: Hypothesis's 200 ms deadline per example
 # failed a path test (411 ms for one example) while make test ran Ray clusters beside it.
@@ -119,7 +120,7 @@ def _yield_to_the_e2e_line(item: pytest.Item) -> None:
     if _lines["niced"] or not _lines["has_e2e"] or worker_group(item.nodeid) != "rest":
         return
     if os.environ.get("PYTEST_XDIST_WORKER"):  # never the caller's own process
-        os.nice(REST_NICENESS)
+        yield_own_session(REST_NICENESS)  # nice alone yields nothing to the line's Ray heads
         _lines["niced"] = True
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from argus.runtime.head import KEPT_FROM_RAY, descendants, kernel_cache_env, orphan_engines
+from tests.priority import nice_session
 
 RAY = str(Path(sys.executable).with_name("ray"))
 T = TypeVar("T")
@@ -187,6 +188,9 @@ class Cluster:
             start_new_session=True,  # one process group a node: kill() ends it all
         )
         log.close()
+        # Its session's scheduler group takes this process's priority (the niced worker
+        # beside the line starts test_multinode's nodes): tests/priority.py.
+        nice_session(node.proc.pid, os.nice(0))
 
         def joined() -> str | None:
             assert node.proc is not None
