@@ -19,7 +19,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,7 @@ from openai import OpenAI
 from argus.cluster.serve_app import INGRESS_DEPLOYMENT, deployment_name
 from argus.config import HEAD_PORT_SPAN
 from argus.demo import DEMO_MODEL_DIRNAME, prepare_demo_model
-from tests.e2e.multinode import make_tiny_model, port_blocks
+from tests.e2e.multinode import free_ports, make_tiny_model, port_blocks
 
 ARGUS = str(Path(sys.executable).with_name("argus"))
 DEMO = f"$HOME/common/hf/{DEMO_MODEL_DIRNAME}"
@@ -52,12 +51,6 @@ TINY = "$HOME/common/hf/tiny-llama"
 LINE_PRIORITY = {"RAY_worker_niceness": "0"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def argus_env(data_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ARGUS_")}
     env.update({"ARGUS_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1", **extra})
@@ -67,11 +60,12 @@ def argus_env(data_dir: Path, **extra: str) -> dict[str, str]:
 def isolated_env(data_dir: Path, **extra: str) -> dict[str, str]:
     """An argus of its own: its ports, Ray ports and Ray temp dir apart from anything else."""
     (base,) = port_blocks(1, HEAD_PORT_SPAN)
+    api_port, serve_port = free_ports(2)
     # Ray's unix sockets live under the temp dir (108 bytes at most): keep it short.
     ray_tmp = tempfile.mkdtemp(prefix="argus-t-", dir="/tmp")
     own = {
-        "ARGUS_PORT": str(free_port()),
-        "ARGUS_SERVE_PORT": str(free_port()),
+        "ARGUS_PORT": str(api_port),
+        "ARGUS_SERVE_PORT": str(serve_port),
         "ARGUS_RAY_PORT_BASE": str(base),
         "ARGUS_RAY_TEMP_DIR": ray_tmp,
         "ARGUS_RAY_NUM_CPUS": "16",
@@ -95,7 +89,7 @@ def beside_the_head(
     data: Path, address: str, dashboard_url: str, proxy_location: str = "HeadOnly"
 ) -> BesideTheHead:
     """Ports, the agent token and argus's settings (CPU engine on logical H20 GPUs)."""
-    api_port, serve_port, agent_port = free_port(), free_port(), free_port()
+    api_port, serve_port, agent_port = free_ports(3)
     token = secrets.token_hex(16)
     env = argus_env(
         data,

@@ -29,8 +29,8 @@ import openai
 import pytest
 
 from argus.cluster.serve_app import deployment_name
-from tests.e2e.conftest import LINE_PRIORITY, Stack, beside_the_head, free_port
-from tests.e2e.multinode import Cluster, NodeSpec, make_tiny_model, wait_for
+from tests.e2e.conftest import LINE_PRIORITY, Stack, beside_the_head
+from tests.e2e.multinode import Cluster, NodeSpec, free_ports, make_tiny_model, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -156,7 +156,7 @@ def ft(tmp_path_factory: pytest.TempPathFactory, quiet_machine: None) -> Iterato
     make_tiny_model(storage / "hf" / TINY)
     # Every part is stopped at the end, whatever fails first (ExitStack: last in, first out).
     cleanup = contextlib.ExitStack()
-    redis_port, redis_password = free_port(), secrets.token_hex(16)
+    (redis_port,), redis_password = free_ports(1), secrets.token_hex(16)
     with (data / "redis.log").open("ab") as log:
         redis = subprocess.Popen(
             [
