@@ -18,7 +18,7 @@ from argus.config import Settings
 from argus.runtime.head import LocalHead
 from argus.runtime.server import RayHooks, RunState, run_down, run_up
 from tests.conftest import make_settings
-from tests.e2e.conftest import free_port
+from tests.e2e.multinode import free_ports
 from tests.fake_cluster import FakeServeClient
 
 pytestmark = pytest.mark.integration
@@ -106,7 +106,7 @@ def _up_until_ready_then_sigterm(
 @pytest.mark.parametrize("keep_ray", [False, True])
 def test_up_serves_until_sigterm_then_cleans_up(tmp_path: Path, keep_ray: bool) -> None:
     settings = make_settings(
-        tmp_path / "data", ARGUS_PORT=str(free_port()), ARGUS_RECONCILE_INTERVAL_S="0.05"
+        tmp_path / "data", ARGUS_PORT=str(free_ports(1)[0]), ARGUS_RECONCILE_INTERVAL_S="0.05"
     )
     head, fake = PretendHead(started=True), FakeServeClient()
     hooks, link = hooks_for(head, fake)
@@ -127,7 +127,7 @@ def test_up_serves_until_sigterm_then_cleans_up(tmp_path: Path, keep_ray: bool) 
 
 @pytest.mark.usefixtures("restore_signals")
 def test_up_leaves_a_head_it_found(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path / "data", ARGUS_PORT=str(free_port()))
+    settings = make_settings(tmp_path / "data", ARGUS_PORT=str(free_ports(1)[0]))
     head = PretendHead(started=False)
     hooks, _ = hooks_for(head, FakeServeClient())
     code, lines, _ = _up_until_ready_then_sigterm(settings, hooks)
