@@ -210,9 +210,6 @@ class Cluster:
             start_new_session=True,  # one process group a node: kill() ends it all
         )
         log.close()
-        # Its session's scheduler group takes this process's priority (the niced worker
-        # beside the line starts test_multinode's nodes): tests/priority.py.
-        nice_session(node.proc.pid, os.nice(0))
 
         def joined() -> str | None:
             assert node.proc is not None
@@ -229,6 +226,13 @@ class Cluster:
             return None
 
         node.node_id = wait_for(f"Ray node {node.spec.name} to join", joined, timeout=120)
+        # Once joined, its session's scheduler group takes this process's priority (the
+        # niced worker beside the line starts test_multinode's nodes): tests/priority.py.
+        # Not before: `ray start` gives the node 30 s to register with its GCS, and a head
+        # starting niced beside the line's engines missed it in two full runs of three
+        # (its retry cost 60 to 75 s, at the end of the run); at the line's priority it
+        # joins in about 13 s.
+        nice_session(node.proc.pid, os.nice(0))
 
     def _tail(self, node: _Node) -> str:
         path = self.log_dir / f"ray-{node.spec.name}.log"
