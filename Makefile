@@ -21,7 +21,7 @@ test: prepare lint types
 	@$(BIN)/pytest -n 2 --cov --cov-report=term -p no:cacheprovider --durations=15
 
 ## make check: the fast loop: lint, types, unit and integration tests (no browser, no Ray),
-## their files spread over two workers (48 s on two cores)
+## their files spread over two workers (50 to 70 s on two cores)
 check: setup lint types
 	@$(BIN)/pytest -n 2 --dist loadfile -m "not e2e and not browser and not fuzz" \
 		--ignore=tests/fuzz -q -p no:cacheprovider
