@@ -73,6 +73,7 @@ def test_cpu_mode() -> None:
         "tensor_parallel_size": 1,
         "dtype": "float32",
         "enforce_eager": True,
+        "use_fp64_gumbel": True,
         **NO_MEDIA,
     }
     compiled = build_llm_config("m", spec(enforce_eager=False), CPU)
@@ -98,6 +99,7 @@ def test_cpu_engine_on_logical_gpus_places_like_gpu_mode(gpus: int) -> None:
         "tensor_parallel_size": gpus,
         "dtype": "float32",
         "enforce_eager": True,
+        "use_fp64_gumbel": True,
         **NO_MEDIA,
     }
     env = c["runtime_env"]["env_vars"]
