@@ -47,7 +47,9 @@ ANSWER = "The capital of France is Paris."
 WIDE = {"width": 1280, "height": 860}
 NARROW = {"width": 420, "height": 900}
 
-expect.set_options(timeout=15_000)
+# A limit against hangs: the browser tier runs niced beside the end-to-end line, and a
+# deleted model's page took over 15 s to say DELETED once while the line started its stack.
+expect.set_options(timeout=30_000)
 
 
 @dataclass
