@@ -36,7 +36,8 @@ from openai import OpenAI
 from argus.cluster.serve_app import INGRESS_DEPLOYMENT, deployment_name
 from argus.config import HEAD_PORT_SPAN
 from argus.demo import DEMO_MODEL_DIRNAME, prepare_demo_model
-from tests.e2e.multinode import free_ports, make_tiny_model, port_blocks
+from tests.e2e.multinode import make_tiny_model
+from tests.ports import free_ports, port_blocks
 
 ARGUS = str(Path(sys.executable).with_name("argus"))
 DEMO = f"$HOME/common/hf/{DEMO_MODEL_DIRNAME}"

@@ -14,10 +14,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from argus.runtime.head import KEPT_FROM_RAY, descendants, kernel_cache_env, orphan_engines
+from tests.ports import port_blocks
 from tests.priority import nice_session
 
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -78,47 +77,6 @@ def wait_for(what: str, check: Callable[[], T | None], timeout: float, every: fl
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(every)
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-# Test ports come from below the kernel's ephemeral range (32768+), which it hands out again
-# to any bind to port 0 and any outgoing connection: in a full run the stack's API port,
-# picked there, was taken in the seconds before `argus up` bound it, and the stack's
-# readiness poll got another worker's test server's answer. Above Ray's default worker
-# ports (10002-19999) of a head on default ports. A few ports (argus's own, redis's) come
-# from a region of their own, so that they never fall in a cluster's block.
-FEW_PORTS = range(20000, 21000)
-BLOCK_PORTS = range(21000, 32768)
-_handed_out: list[range] = []  # this process's, bound or about to be
-
-
-def port_blocks(count: int, size: int, region: range = BLOCK_PORTS) -> list[int]:
-    """Bases of `count` free port ranges of `size` in `region`, none handed out before."""
-    blocks = list(range(region.start, region.stop - size, size))
-    random.shuffle(blocks)
-    found = [
-        b
-        for b in blocks
-        if not any(b < r.stop and r.start < b + size for r in _handed_out)
-        and all(_free(p) for p in range(b, b + size))
-    ][:count]
-    assert len(found) == count, "no free port ranges for the test cluster"
-    _handed_out.extend(range(b, b + size) for b in found)
-    return found
-
-
-def free_ports(count: int) -> list[int]:
-    """`count` ports in a row for servers of a test's own (argus's API, its agent, redis)."""
-    (base,) = port_blocks(1, count, FEW_PORTS)
-    return list(range(base, base + count))
 
 
 class Cluster:

@@ -30,7 +30,8 @@ import pytest
 
 from argus.cluster.serve_app import deployment_name
 from tests.e2e.conftest import LINE_PRIORITY, Stack, beside_the_head
-from tests.e2e.multinode import Cluster, NodeSpec, free_ports, make_tiny_model, wait_for
+from tests.e2e.multinode import Cluster, NodeSpec, make_tiny_model, wait_for
+from tests.ports import free_ports
 
 pytestmark = pytest.mark.e2e
 

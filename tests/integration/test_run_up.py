@@ -18,8 +18,8 @@ from argus.config import Settings
 from argus.runtime.head import LocalHead
 from argus.runtime.server import RayHooks, RunState, run_down, run_up
 from tests.conftest import make_settings
-from tests.e2e.multinode import free_ports
 from tests.fake_cluster import FakeServeClient
+from tests.ports import free_ports
 
 pytestmark = pytest.mark.integration
 
